@@ -1,0 +1,3 @@
+from mlma_cli.cli.main import main
+
+main()
