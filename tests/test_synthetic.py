@@ -1,0 +1,230 @@
+"""The built-in synthetic corpus: sentence grammars, espeak-ng synthesis, manifests, layout helpers."""
+import re
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from lhotse import load_manifest
+from lhotse.qa import validate
+
+from mlma_cli.data import layout, synthetic
+from mlma_cli.data.sentences import iter_sentences, load_grammar, split_sentences
+from mlma_cli.data.synthetic import prepare_synthetic
+from mlma_cli.errors import MlmaError
+from mlma_cli.text import LANGUAGES, normalize
+
+SMALL = {"train": 6, "dev": 3, "test": 3}
+
+
+def _cuts(data, lang, split):
+    return load_manifest(layout.manifest_dir(data, "synthetic", lang, split) / "cuts.jsonl.gz")
+
+
+def _summary(data, langs, splits=SMALL):
+    out = {}
+    for lang in langs:
+        for split in splits:
+            for cut in _cuts(data, lang, split):
+                sup = cut.supervisions[0]
+                out[cut.id] = (sup.text, sup.speaker, sup.custom["speed"], sup.custom["pitch"], cut.num_samples)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    data = tmp_path_factory.mktemp("syn")
+    report = prepare_synthetic(data, languages=("de", "fr"), utts_per_split=SMALL, seed=3, num_jobs=2)
+    return data, report
+
+
+# ------------------------------------------------------------------------------------------------ grammar
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_grammar_yields_thousands_of_sentences_with_bounded_vocabulary(lang):
+    grammar = load_grammar(lang)
+    assert 80 <= len(grammar.words()) <= 400
+    sentences = list(zip(range(3000), iter_sentences(lang, seed=0)))
+    assert len({normalize(s, lang) for _, s in sentences}) == 3000
+    lengths = [len(normalize(s, lang).split()) for _, s in sentences]
+    assert min(lengths) >= 2 and max(lengths) <= 10
+    words = {w for _, s in sentences for w in normalize(s, lang).split()}
+    assert words <= grammar.words()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_default_splits_disjoint_and_test_words_seen_in_train(lang):
+    splits = split_sentences(lang, synthetic.DEFAULT_UTTS, seed=0)
+    norm = {k: {normalize(s, lang) for s in v} for k, v in splits.items()}
+    assert {k: len(v) for k, v in norm.items()} == synthetic.DEFAULT_UTTS
+    assert not norm["train"] & norm["dev"] and not norm["train"] & norm["test"] and not norm["dev"] & norm["test"]
+    train_words = {w for s in norm["train"] for w in s.split()}
+    test_words = [w for s in norm["test"] for w in s.split()]
+    assert sum(w in train_words for w in test_words) / len(test_words) >= 0.99
+
+
+def test_sentences_deterministic_for_seed():
+    a = split_sentences("es", {"train": 50, "test": 10}, seed=1)
+    assert a == split_sentences("es", {"train": 50, "test": 10}, seed=1)
+    assert a != split_sentences("es", {"train": 50, "test": 10}, seed=2)
+
+
+@pytest.mark.parametrize("lang", ["fr", "es", "it"])
+def test_adjectives_agree_with_subject_gender(lang):
+    grammar = load_grammar(lang)
+    gendered = [a.split("/") for a, _ in grammar.slots["adj"] if a.split("/")[0] != a.split("/")[1]]
+    checked = 0
+    for _, sentence in zip(range(4000), iter_sentences(lang, seed=0)):
+        for subject, gender in grammar.slots["subject"]:
+            if not sentence.lower().startswith(subject.lower() + " "):
+                continue
+            for male, female in gendered:
+                wrong = male if gender == "f" else female
+                right = female if gender == "f" else male
+                if re.search(rf"\b{re.escape(wrong)}\b", sentence) and not re.search(rf"\b{re.escape(right)}\b", sentence):
+                    pytest.fail(f"{sentence!r}: {subject} ({gender}) with {wrong}")
+                checked += 1
+    assert checked > 100
+
+
+# ------------------------------------------------------------------------------------------------ synthesis
+
+
+def test_tiny_corpus_layout_and_manifests(tiny):
+    data, report = tiny
+    assert [(r.lang, r.split, r.utterances, r.failed) for r in report.rows] == [
+        (lang, split, n, 0) for lang in ("de", "fr") for split, n in SMALL.items()]
+    assert report.utterances == 24 and report.hours > 0
+    for lang in ("de", "fr"):
+        for split in SMALL:
+            mdir = layout.manifest_dir(data, "synthetic", lang, split)
+            assert layout.manifests_exist(mdir)
+            assert not list(mdir.glob(".*tmp*")), "temporary files left behind"
+            cuts = _cuts(data, lang, split)
+            validate(cuts, read_data=True)
+            for cut in cuts:
+                sup = cut.supervisions[0]
+                assert sup.language == lang and sup.text and sup.speaker.startswith(synthetic.BASE_VOICE[lang] + "+")
+                assert cut.sampling_rate == 16000 and 0.5 < cut.duration < 6.0
+                path = Path(cut.recording.sources[0].source)
+                assert path.parent == layout.audio_dir(data, "synthetic", lang, split).resolve()
+                info = sf.info(str(path))
+                assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+                assert info.frames == cut.num_samples
+    assert (data / "manifests" / "synthetic" / "bad_items.tsv").read_text() == "id\tfile\treason\tlang\tsplit\n"
+    table = report.to_table()
+    assert table.row_count == len(report.rows) + 1
+
+
+def test_tiny_corpus_splits_do_not_overlap(tiny):
+    data, _ = tiny
+    for lang in ("de", "fr"):
+        texts = {s: {normalize(c.supervisions[0].text, lang) for c in _cuts(data, lang, s)} for s in SMALL}
+        assert len(texts["train"]) == SMALL["train"]
+        assert not texts["train"] & texts["dev"] and not texts["train"] & texts["test"]
+        assert not texts["dev"] & texts["test"]
+
+
+def test_synthesis_deterministic_for_seed(tiny, tmp_path):
+    data, _ = tiny
+    again = prepare_synthetic(tmp_path / "again", languages=("de", "fr"), utts_per_split=SMALL, seed=3, num_jobs=1)
+    assert again.utterances == 24
+    first, second = _summary(data, ("de", "fr")), _summary(tmp_path / "again", ("de", "fr"))
+    assert first == second
+    voices = {v[1] for v in first.values()}
+    assert len(voices) >= 3, "several voice variants expected"
+    other = prepare_synthetic(tmp_path / "other", languages=("de",), utts_per_split={"train": 6}, seed=4)
+    assert other.utterances == 6
+    texts = [v[0] for k, v in _summary(tmp_path / "other", ("de",), {"train": 6}).items()]
+    assert texts != [v[0] for k, v in first.items() if k.startswith("synthetic-de-train")]
+
+
+def test_all_six_languages_two_utterances_each(tmp_path):
+    report = prepare_synthetic(tmp_path, utts_per_split={"train": 2, "dev": 2, "test": 2}, num_jobs=2)
+    assert {(r.lang, r.split): r.utterances for r in report.rows} == {
+        (lang, split): 2 for lang in LANGUAGES for split in ("train", "dev", "test")}
+    assert layout.find_datasets(tmp_path, "synthetic/*/train") == [f"synthetic/{lang}/train" for lang in sorted(LANGUAGES)]
+
+
+def test_minutes_per_lang_sizes_train_by_duration(tmp_path):
+    report = prepare_synthetic(tmp_path, languages=("it",), utts_per_split={"train": 0, "dev": 1, "test": 1},
+                               minutes_per_lang=0.2)
+    train = [r for r in report.rows if r.split == "train"][0]
+    durations = [c.duration for c in _cuts(tmp_path, "it", "train")]
+    assert train.seconds >= 12.0 and sum(durations[:-1]) < 12.0
+    assert train.utterances == len(durations)
+    wavs = list(layout.audio_dir(tmp_path, "synthetic", "it", "train").glob("*.wav"))
+    assert len(wavs) == len(durations), "audio synthesized past the target must be removed"
+
+
+def test_failed_synthesis_is_skipped_and_reported(tmp_path, monkeypatch):
+    real = synthetic.synthesize
+
+    def flaky(exe, text, voice, speed, pitch):
+        if "Hund" in text:
+            raise RuntimeError("simulated espeak-ng crash")
+        return real(exe, text, voice, speed, pitch)
+
+    monkeypatch.setattr(synthetic, "synthesize", flaky)
+    report = prepare_synthetic(tmp_path, languages=("de",), utts_per_split={"train": 20})
+    sentences = split_sentences("de", {"train": 20}, seed=0)["train"]
+    n_bad = sum("Hund" in s for s in sentences)
+    assert n_bad > 0
+    assert report.rows[0].failed == n_bad == len(report.failures)
+    assert report.rows[0].utterances == 20 - n_bad
+    assert all("Hund" not in c.supervisions[0].text for c in _cuts(tmp_path, "de", "train"))
+    bad = (tmp_path / "manifests" / "synthetic" / "bad_items.tsv").read_text().splitlines()
+    assert len(bad) == 1 + n_bad and "simulated espeak-ng crash" in bad[1] and bad[1].endswith("\tde\ttrain")
+
+
+def test_all_failed_raises(tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no audio")
+
+    monkeypatch.setattr(synthetic, "synthesize", broken)
+    with pytest.raises(MlmaError, match="bad_items.tsv"):
+        prepare_synthetic(tmp_path, languages=("en",), utts_per_split={"train": 2})
+
+
+def test_missing_espeak_names_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None)
+    with pytest.raises(MlmaError, match="apt-get install espeak-ng"):
+        prepare_synthetic(tmp_path, languages=("en",), utts_per_split={"train": 1})
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(MlmaError, match="'pt'"):
+        prepare_synthetic(tmp_path, languages=("pt",))
+    with pytest.raises(MlmaError):
+        prepare_synthetic(tmp_path, languages=("en",), utts_per_split={"train": -1})
+    with pytest.raises(MlmaError):
+        prepare_synthetic(tmp_path, languages=("en",), minutes_per_lang=0)
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+def test_layout_paths_and_parse_dataset(tmp_path):
+    assert layout.parse_dataset("synthetic/de/train") == ("synthetic", "de", "train")
+    assert layout.parse_dataset("librispeech/en/test-clean/") == ("librispeech", "en", "test-clean")
+    for bad in ("synthetic/de", "a/b/c/d", "synthetic//train", "synthetic/xx/train"):
+        with pytest.raises(MlmaError):
+            layout.parse_dataset(bad)
+    assert layout.manifest_dir(tmp_path, "fleurs", "nl", "test") == tmp_path / "manifests/fleurs/nl/test"
+    assert layout.fbank_dir("data", "commonvoice", "fr", "dev") == Path("data/fbank/commonvoice/fr/dev")
+    assert layout.dataset_name("a", "en", "b") == "a/en/b"
+
+
+def test_write_manifests_validates_and_is_atomic(tmp_path):
+    from lhotse import AudioSource, Recording, SupervisionSegment
+
+    rec = Recording(id="r1", sources=[AudioSource(type="file", channels=[0], source="/x.wav")],
+                    sampling_rate=16000, num_samples=16000, duration=1.0)
+    good = SupervisionSegment(id="r1", recording_id="r1", start=0, duration=1.0, text="a", language="en")
+    cuts = layout.write_manifests([rec], [good], tmp_path / "ok")
+    assert len(cuts) == 1 and layout.manifests_exist(tmp_path / "ok")
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(layout.MANIFEST_FILES)
+    orphan = SupervisionSegment(id="s2", recording_id="missing", start=0, duration=1.0, text="b")
+    with pytest.raises(MlmaError, match="bad"):
+        layout.write_manifests([rec], [good, orphan], tmp_path / "bad")
+    assert not (tmp_path / "bad" / "cuts.jsonl.gz").exists()
