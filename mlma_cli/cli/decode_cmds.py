@@ -1,6 +1,274 @@
-"""Placeholder: the owner of this command group fills it in."""
+"""`mlma decode`, `mlma score`, `mlma transcribe`, `mlma lm {train,graph}`, `mlma report`, `mlma bench decode`."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from mlma_cli.errors import MlmaError
+
+log = logging.getLogger(__name__)
+
+lm_app = typer.Typer(help="Word n-gram LMs and WFST decoding graphs (kaldilm + kaldifst).", no_args_is_help=True)
+
+
+def _split_list(values: Optional[List[str]]) -> List[str]:
+    out: List[str] = []
+    for v in values or []:
+        out += [x for x in v.replace(",", " ").split() if x]
+    return out
+
+
+def _expand_test_sets(data_dir: Path, patterns: List[str]) -> List[str]:
+    """Names or globs (synthetic/*/test) -> dataset names; globs look under fbank/ then manifests/."""
+    from mlma_cli.data.layout import find_datasets
+
+    names: List[str] = []
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            hits = find_datasets(data_dir, p, kind="fbank") or find_datasets(data_dir, p, kind="manifests")
+            if not hits:
+                raise MlmaError(f"--test-sets {p!r} matches no dataset under {data_dir}/fbank or {data_dir}/manifests")
+            names += hits
+        else:
+            names.append(p)
+    return list(dict.fromkeys(names))
+
+
+def _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
+                    max_duration=200.0, suffix=""):
+    from mlma_cli.decode.runner import DecodeOptions
+
+    opts = DecodeOptions(method=method, beam=beam, graph=Path(graph) if graph else None, backend=backend,
+                         search_beam=search_beam, output_beam=output_beam, max_active=max_active,
+                         lm_scale=lm_scale, device=device, max_duration=max_duration, suffix=suffix)
+    opts.validate()
+    if opts.method == "wfst" and opts.backend == "k2":
+        from mlma_cli.decode.k2_backend import require_k2
+
+        require_k2()  # fail before loading checkpoints, with the install hint
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MlmaError(f"--device {device} asked for but CUDA is not available here; use --device cpu")
+    return opts
+
+
+def decode(
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s); several are averaged."),
+    use_averaged: bool = typer.Option(False, help="Use each checkpoint's running-average weights."),
+    data_dir: Path = typer.Option(Path("data"), help="Data directory (fbank/ and manifests/)."),
+    test_sets: List[str] = typer.Option(..., "--test-sets", "-t",
+                                        help="corpus/lang/split names or globs; repeat or comma-separate."),
+    method: str = typer.Option("ctc-greedy-search", help="ctc-greedy-search | ctc-prefix-beam-search | wfst"),
+    beam: int = typer.Option(4, help="Prefix beam size (ctc-prefix-beam-search)."),
+    graph: Optional[Path] = typer.Option(None, help="Graph dir from `mlma lm graph` (or one with <lang>/ subdirs)."),
+    backend: str = typer.Option("kaldi", help="WFST backend: kaldi (kaldi-decoder, CPU) or k2 (batched, GPU)."),
+    search_beam: float = typer.Option(16.0, help="WFST search beam."),
+    output_beam: float = typer.Option(8.0, help="k2 output (lattice) beam."),
+    max_active: int = typer.Option(7000, help="WFST max active states."),
+    lm_scale: float = typer.Option(1.0, help="LM weight relative to the acoustic log-probs (WFST)."),
+    out_dir: Path = typer.Option(Path("exp/decode"), help="Output directory."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    max_duration: float = typer.Option(200.0, help="Seconds of padded audio per batch."),
+    suffix: str = typer.Option("", help="Appended to the setting name (e.g. avg-5)."),
+) -> None:
+    """Decode test sets and write icefall-layout results (recogs/errs/wer-summary + JSON, RTF)."""
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.runner import run_decode
+
+    opts = _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
+                           max_duration, suffix)
+    names = _expand_test_sets(data_dir, _split_list(test_sets))
+    inference = load_for_inference([str(c) for c in checkpoint], device=device, use_averaged=use_averaged)
+    results = run_decode(inference, data_dir, names, opts, out_dir, checkpoints=[str(c) for c in checkpoint])
+    for r in results:
+        lo, hi = r["wer"]["ci95"]
+        typer.echo(f"{r['dataset']}\t{opts.setting}\tWER {r['wer']['rate']:.2f}% [{lo:.2f}, {hi:.2f}]\t"
+                   f"CER {r['cer']['rate']:.2f}%\tutts {r['num_utts']}\tRTF {r['rtf']:.4f}")
+    typer.echo(f"results in {out_dir}")
+
+
+def score(
+    decode_dir: Optional[Path] = typer.Option(None, help="Directory written by `mlma decode`."),
+    method: Optional[str] = typer.Option(None, help="Only this decoding method."),
+    ref: Optional[Path] = typer.Option(None, help="Reference text file ('<utt-id> <text>' per line)."),
+    hyp: Optional[Path] = typer.Option(None, help="Hypothesis text file (same format)."),
+    lang: Optional[str] = typer.Option(None, help="Language of --ref/--hyp (en de fr es it nl)."),
+    name: str = typer.Option("text", help="Dataset name used for --ref/--hyp rows."),
+    out_dir: Optional[Path] = typer.Option(None, help="Where scores.md/json/png go (default: decode dir)."),
+    bootstrap_samples: int = typer.Option(1000, help="Bootstrap replicates for the 95% CI."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """WER/CER (normalized text) per language and test set: ESPnet tables, 95% CIs, RESULTS.md section, PNG."""
+    from mlma_cli.score.aggregate import collect_decodes, read_text_pairs, score_sets
+    from mlma_cli.text.normalize import LANGUAGES
+
+    if ref or hyp:
+        if not (ref and hyp and lang):
+            raise MlmaError("--ref, --hyp and --lang go together (e.g. --ref ref.txt --hyp hyp.txt --lang de)")
+        if lang not in LANGUAGES:
+            raise MlmaError(f"--lang {lang!r} is not one of {', '.join(LANGUAGES)}")
+        sets = [(name, "text", read_text_pairs(ref, hyp, lang))]
+        target = out_dir or Path(hyp).parent
+    elif decode_dir:
+        sets = collect_decodes(decode_dir, method)
+        target = out_dir or decode_dir
+    else:
+        raise MlmaError("give --decode-dir DIR (from mlma decode) or --ref/--hyp/--lang")
+    res = score_sets(sets, target, bootstrap_samples=bootstrap_samples, seed=seed)
+    typer.echo(Path(res["markdown"]).read_text(encoding="utf-8"))
+    typer.echo(f"wrote {res['markdown']}, {res['json']}" + (f", {res['png']}" if res["png"] else ""))
+
+
+def transcribe(
+    audio: List[Path] = typer.Argument(..., help="Audio files (wav, flac, mp3, ogg/opus; any rate, mono/stereo)."),
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s); several are averaged."),
+    use_averaged: bool = typer.Option(False, help="Use the running-average weights."),
+    method: str = typer.Option("ctc-greedy-search", help="ctc-greedy-search | ctc-prefix-beam-search | wfst"),
+    beam: int = typer.Option(4, help="Prefix beam size."),
+    graph: Optional[Path] = typer.Option(None, help="Graph dir for --method wfst."),
+    backend: str = typer.Option("kaldi", help="WFST backend: kaldi or k2."),
+    search_beam: float = typer.Option(16.0, help="WFST search beam."),
+    lm_scale: float = typer.Option(1.0, help="LM weight (WFST)."),
+    lang: Optional[str] = typer.Option(None, help="Language, to pick a per-language graph (DIR/<lang>/)."),
+    chunk_seconds: float = typer.Option(30.0, help="Window length for long files."),
+    context_seconds: float = typer.Option(2.0, help="Audio context on each side of a window."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text lines."),
+) -> None:
+    """Transcribe audio files; unreadable files are reported and the others still transcribed (exit 1 if any failed)."""
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_files
+
+    opts = _decode_options(method, beam, graph, backend, search_beam, 8.0, 7000, lm_scale, device)
+    inference = load_for_inference([str(c) for c in checkpoint], device=device, use_averaged=use_averaged)
+    results, errors = transcribe_files(inference, [str(a) for a in audio], opts, lang=lang,
+                                       chunk_seconds=chunk_seconds, context_seconds=context_seconds)
+    if as_json:
+        typer.echo(json.dumps({"results": [r.to_dict() for r in results],
+                               "errors": [{"file": f, "error": e} for f, e in errors]}, ensure_ascii=False, indent=2))
+    else:
+        for r in results:
+            typer.echo(f"{r.file}\t{r.text}" if len(audio) > 1 else r.text)
+    for f, e in errors:
+        typer.secho(f"mlma: error: {e}", err=True, fg=typer.colors.RED)
+    if errors:
+        typer.secho(f"mlma: {len(errors)} of {len(audio)} files could not be transcribed", err=True)
+        sys.exit(1)
+
+
+@lm_app.command("train")
+def lm_train(
+    out: Path = typer.Option(..., help="ARPA file to write, e.g. data/lm/de/lm.arpa"),
+    data_dir: Path = typer.Option(Path("data"), help="Data directory (manifests/)."),
+    datasets: Optional[List[str]] = typer.Option(None, help="Training sets corpus/lang/split (repeat or commas)."),
+    text: Optional[Path] = typer.Option(None, help="Plain text file, one sentence per line (needs --lang)."),
+    lang: Optional[str] = typer.Option(None, help="Language of --text, for normalization."),
+    order: int = typer.Option(3, help="n-gram order."),
+) -> None:
+    """Train a small interpolated Kneser-Ney n-gram on normalized training text and write it as ARPA."""
+    from mlma_cli.decode.lm import read_corpus_text, write_arpa
+    from mlma_cli.text.normalize import LANGUAGES, normalize
+
+    sents: List[str] = []
+    names = _split_list(datasets)
+    if names:
+        sents += read_corpus_text(data_dir, names)
+    if text:
+        if lang not in LANGUAGES:
+            raise MlmaError(f"--text needs --lang (one of {', '.join(LANGUAGES)})")
+        if not text.is_file():
+            raise MlmaError(f"{text}: text file not found")
+        sents += [s for s in (normalize(l, lang) for l in text.read_text(encoding="utf-8").splitlines()) if s]
+    if not names and not text:
+        raise MlmaError("give --datasets corpus/lang/split ... or --text FILE --lang L")
+    if order < 1:
+        raise MlmaError(f"--order must be >= 1, got {order}")
+    stats = write_arpa(sents, out, order=order)
+    typer.echo(f"wrote {out}: {len(sents)} sentences, " + ", ".join(f"{k}: {v}" for k, v in stats.items()))
+
+
+@lm_app.command("graph")
+def lm_graph(
+    arpa: Path = typer.Option(..., help="Word n-gram LM (ARPA)."),
+    out_dir: Path = typer.Option(..., help="Graph directory to write (HLG.fst, G.fst, words.txt, ...)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Take the tokenizer from this checkpoint."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Or from this SentencePiece model."),
+) -> None:
+    """Build G from the ARPA file (kaldilm) and the decoding graph HLG (kaldifst) for a tokenizer."""
+    from mlma_cli.decode.wfst import build_graph_for_tokenizer
+
+    if bool(checkpoint) == bool(tokenizer):
+        raise MlmaError("give exactly one of --checkpoint CKPT or --tokenizer MODEL")
+    if checkpoint:
+        from mlma_cli.checkpoint import load_checkpoint, tokenizer_from_checkpoint
+
+        tok = tokenizer_from_checkpoint(load_checkpoint(checkpoint))
+    else:
+        from mlma_cli.data.tokenizer import Tokenizer
+
+        tok = Tokenizer.load(tokenizer)
+    g = build_graph_for_tokenizer(arpa, tok, out_dir)
+    typer.echo(f"wrote {out_dir}: HLG {g.num_states} states, {g.meta['num_words']} words")
+
+
+def report(
+    exp_dir: Path = typer.Argument(..., help="Recipe experiment directory holding decode results."),
+    out_dir: Optional[Path] = typer.Option(None, help="Where report.md/json/png go (default: EXP_DIR)."),
+    method: Optional[str] = typer.Option(None, help="Only this decoding method."),
+    setting: Optional[str] = typer.Option(None, help="Only this setting (e.g. ctc-greedy-search)."),
+) -> None:
+    """Gather wer-summary files into one language x test-set table (markdown, JSON, PNG)."""
+    from mlma_cli.score.report import write_report
+
+    res = write_report(exp_dir, out_dir or exp_dir, method=method, setting=setting)
+    typer.echo(Path(res["markdown"]).read_text(encoding="utf-8"))
+    typer.echo(f"wrote {res['markdown']}, {res['json']}, {res['png']}")
+
+
+def bench_decode(
+    sizes: str = typer.Option("conmamba-tiny,conmamba-paper", help="Named model sizes (comma-separated)."),
+    seconds: float = typer.Option(10.0, help="Audio length per utterance."),
+    batch: int = typer.Option(4, help="Utterances per batch."),
+    vocab_size: int = typer.Option(500, help="Vocabulary size of the random model."),
+    beam: int = typer.Option(4, help="Prefix beam size."),
+    out: Optional[Path] = typer.Option(None, help="Write the results as JSON here."),
+    device: str = typer.Option("cpu", help="Where the model runs (searches run on CPU)."),
+) -> None:
+    """Real-time factor of each decoding method (random weights, CPU) for the given model sizes."""
+    from mlma_cli.bench.decode import run_bench
+
+    rows = run_bench([s for s in sizes.split(",") if s], seconds=seconds, batch=batch, vocab_size=vocab_size, beam=beam,
+                     device=device)
+    for r in rows:
+        typer.echo(f"{r['size']:<16} {r['method']:<26} RTF {r['rtf']:.4f} (model {r['rtf_model']:.4f}, "
+                   f"search {r['rtf_search']:.4f})")
+    if out:
+        from mlma_cli.utils.io import write_json_atomic
+
+        write_json_atomic(out, {"rows": rows})
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("decode")(decode)
+    app.command("score")(score)
+    app.command("transcribe")(transcribe)
+    app.command("report")(report)
+    app.add_typer(lm_app, name="lm")
+    bench = None
+    try:
+        from mlma_cli.cli.model_cmds import bench_app as bench
+    except ImportError:  # model_cmds has no bench group: reuse one another module registered, else make it
+        for group in getattr(app, "registered_groups", []):
+            if group.name == "bench":
+                bench = group.typer_instance
+        if bench is None:
+            bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+            app.add_typer(bench, name="bench")
+    bench.command("decode")(bench_decode)
