@@ -117,7 +117,9 @@ class ModelConfig:
         return cls(**d)
 
 
-# Named sizes. "paper" sizes follow the ConMamba CTC recipe (18 x 256, FFN 1024).
+# Named sizes. "paper" sizes follow the ConMamba CTC recipe (18 x 256, FFN 1024); with its 31 characters they have
+# 31,555,519 (ConMamba, reference ~31.6 M) and 28,799,935 (Conformer, reference ~28.8 M) parameters
+# (`mlma model-info conmamba-paper --vocab-size 31` lists them per component; tests/test_model.py checks them).
 NAMED_SIZES: Dict[str, Dict[str, Any]] = {
     "conmamba-paper": dict(encoder="conmamba", d_model=256, num_layers=18, ffn_dim=1024),
     "conformer-paper": dict(encoder="conformer", d_model=256, num_layers=18, ffn_dim=1024, num_heads=4),

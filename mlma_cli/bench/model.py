@@ -1,0 +1,302 @@
+"""Encoder cost vs utterance length: ConMamba against its Conformer twin (and optionally the Mamba-2 mixer).
+
+Forward (eval, no grad) and forward+backward (train mode) time and peak memory of the whole CTC model on one
+utterance of S seconds (100 feature frames per second, 25 per second after subsampling), for several S.
+Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the peak rise of the process RSS, sampled every 2 ms
+(after returning freed heap to the OS), a close lower bound. Run through ``mlma bench model`` or::
+
+    python -m mlma_cli.bench.model --size tiny --seconds 5,20,60
+
+Never part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+VARIANTS = {  # label -> (named size prefix, overrides)
+    "conmamba": ("conmamba", {}),
+    "conmamba-mamba2": ("conmamba", {"mixer": "mamba2"}),
+    "conformer": ("conformer", {}),
+}
+
+
+@dataclass
+class ModelBenchRow:
+    variant: str
+    size: str
+    device: str
+    params_m: float
+    seconds: float
+    frames: int
+    fwd_ms: Optional[float] = None
+    fwd_peak_mb: Optional[float] = None
+    fwdbwd_ms: Optional[float] = None
+    fwdbwd_peak_mb: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+
+class _RssPeak:
+    """Peak rise of this process's resident memory while the block runs (CPU)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "_RssPeak":
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def rise_mb(self) -> float:
+        return (self.peak - self.base) / 2 ** 20
+
+
+@contextmanager
+def _peak_memory(device: torch.device) -> Iterator[Dict[str, float]]:
+    out: Dict[str, float] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        yield out
+        torch.cuda.synchronize(device)
+        out["mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    else:
+        with _RssPeak() as rss:
+            yield out
+        out["mb"] = rss.rise_mb
+
+
+def _timed(fn, device: torch.device, repeats: int, budget_s: float) -> float:
+    """Median wall time (ms) of fn over up to `repeats` runs after one warm-up; stops early past budget_s."""
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    first = once()
+    times: List[float] = []
+    spent = first
+    for _ in range(repeats):
+        if times and spent > budget_s:
+            break
+        times.append(once())
+        spent += times[-1]
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+def _autocast(device: torch.device, amp: Optional[torch.dtype]):
+    return nullcontext() if amp is None else torch.autocast(device.type, dtype=amp)
+
+
+def _attention_bytes(cfg, frames: int, train: bool) -> int:
+    """Rough peak of the Conformer's (B=1, H, T', T') attention tensors: about six T'xT' score-sized tensors live
+    at once in a forward pass (position scores are (T', 2T'-1) before the shift), four more kept per layer for
+    backward."""
+    t = (frames + 3) // 4
+    per = cfg.num_heads * t * t * 4
+    return per * (6 + (4 * cfg.num_layers if train else 0))
+
+
+@lru_cache(maxsize=6)
+def _model(variant: str, size: str, device: str, scan_backend: str, vocab_size: int):
+    """Built once per point set (a length sweep reuses it)."""
+    from mlma_cli.model import build_model, named_config
+
+    prefix, overrides = VARIANTS[variant]
+    cfg = named_config(f"{prefix}-{size}", vocab_size=vocab_size, scan_backend=scan_backend, **overrides)
+    torch.manual_seed(0)
+    return build_model(cfg).to(device)
+
+
+def bench_variant(variant: str, size: str, seconds: float, device: torch.device, repeats: int = 3,
+                  budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
+                  vocab_size: int = 500, amp: Optional[torch.dtype] = None) -> ModelBenchRow:
+    """Time one (variant, size, length) point on device; amp: autocast dtype (e.g. torch.bfloat16) or None."""
+    model = _model(variant, size, str(device), scan_backend, vocab_size)
+    cfg = model.config
+    frames = int(round(seconds * 100))
+    row = ModelBenchRow(variant, size, str(device), sum(p.numel() for p in model.parameters()) / 1e6, seconds,
+                        frames)
+    feats = torch.randn(1, frames, cfg.num_features, device=device)
+    lens = torch.tensor([frames], device=device)
+
+    def fwd() -> None:
+        with torch.no_grad(), _autocast(device, amp):
+            model(feats, lens)
+
+    def fwdbwd() -> None:
+        with _autocast(device, amp):
+            log_probs, _ = model(feats, lens)
+        log_probs.logsumexp(-1).sum().backward()   # any scalar: the backward pass is what we time
+        model.zero_grad(set_to_none=True)
+
+    for name, fn, train in (("fwd", fwd, False), ("fwdbwd", fwdbwd, True)):
+        if cfg.encoder == "conformer" and _attention_bytes(cfg, frames, train) > max_attn_gb * 2 ** 30:
+            gb = _attention_bytes(cfg, frames, train) / 2 ** 30
+            row.notes.append(f"{name} skipped: attention ~{gb:.1f} GB > {max_attn_gb:g} GB cap")
+            continue
+        model.train(train)
+        try:
+            with _peak_memory(device) as mem:
+                ms = _timed(fn, device, repeats, budget_s)
+        except (MemoryError, RuntimeError) as err:  # CUDA OOM is a RuntimeError; CPU says "can't allocate"
+            if "out of memory" not in str(err) and "allocate" not in str(err):
+                raise
+            row.notes.append(f"{name}: out of memory")
+            continue
+        setattr(row, f"{name}_ms", round(ms, 2))
+        setattr(row, f"{name}_peak_mb", round(mem["mb"], 1))
+    return row
+
+
+def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conformer") -> Dict[str, Optional[float]]:
+    """Per metric, the shortest tested length (s) from which on `a` beats `b` at every longer tested length.
+
+    A missing `b` measurement (skipped: too much memory) counts as `a` winning. None: no such length.
+    """
+    by = {(r.variant, r.seconds): r for r in rows}
+    lengths = sorted({r.seconds for r in rows if r.variant == a})
+    out: Dict[str, Optional[float]] = {}
+    for metric in ("fwd_ms", "fwdbwd_ms", "fwd_peak_mb", "fwdbwd_peak_mb"):
+        wins = []
+        for s in lengths:
+            va = getattr(by[(a, s)], metric) if (a, s) in by else None
+            vb = getattr(by[(b, s)], metric) if (b, s) in by else None
+            wins.append(va is not None and (vb is None or va < vb))
+        start = None
+        for s, w in zip(reversed(lengths), reversed(wins)):
+            if not w:
+                break
+            start = s
+        out[metric] = start
+    return out
+
+
+def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (5, 20, 60, 180, 300),
+                    device: str = "auto", variants: Sequence[str] = ("conmamba", "conformer"), repeats: int = 3,
+                    budget_s: float = 10.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
+                    threads: Optional[int] = None, progress=None) -> Dict:
+    """Run the grid; returns {"env": ..., "rows": [...], "crossover": {...}} (JSON-ready)."""
+    if threads:
+        torch.set_num_threads(threads)
+    load_at_start = os.getloadavg()[0]  # other processes on the machine skew CPU timings
+    devices = [torch.device("cpu")]
+    if device == "auto" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    elif device not in ("auto", "cpu"):
+        devices = [torch.device(device)]
+        if devices[0].type == "cuda" and not torch.cuda.is_available():
+            from mlma_cli.errors import MlmaError
+
+            raise MlmaError(f"--device {device}: no CUDA device visible to torch {torch.__version__}")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    rows: List[ModelBenchRow] = []
+    for dev in devices:
+        for s in seconds:
+            for v in variants:
+                row = bench_variant(v, size, s, dev, repeats, budget_s, max_attn_gb, scan_backend)
+                rows.append(row)
+                if progress:
+                    progress(row)
+    cross = {str(dev): crossover([r for r in rows if r.device == str(dev)]) for dev in devices}
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": size,
+           "loadavg_1min_at_start": load_at_start,
+           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {"env": env, "rows": [asdict(r) for r in rows], "crossover": cross}
+
+
+def render_table(result: Dict):
+    """A rich Table of the rows: one line per (device, length, variant)."""
+    from rich.table import Table
+
+    table = Table(title=f"mlma bench model (size {result['env']['size']}, batch 1)")
+    for col in ("device", "audio s", "frames", "variant", "params M", "fwd ms", "fwd MB", "fwd+bwd ms",
+                "fwd+bwd MB", "notes"):
+        table.add_column(col, justify="left" if col in ("device", "variant", "notes") else "right",
+                         no_wrap=col != "notes")
+
+    def f(v):
+        return "-" if v is None else f"{v:,.1f}"
+
+    for r in result["rows"]:
+        table.add_row(r["device"], f"{r['seconds']:g}", str(r["frames"]), r["variant"], f"{r['params_m']:.2f}",
+                      f(r["fwd_ms"]), f(r["fwd_peak_mb"]), f(r["fwdbwd_ms"]), f(r["fwdbwd_peak_mb"]),
+                      "; ".join(r["notes"]))
+    return table
+
+
+def describe_crossover(result: Dict) -> List[str]:
+    lines = []
+    names = {"fwd_ms": "forward time", "fwdbwd_ms": "forward+backward time", "fwd_peak_mb": "forward memory",
+             "fwdbwd_peak_mb": "forward+backward memory"}
+    for dev, cross in result["crossover"].items():
+        for metric, s in cross.items():
+            what = f"from {s:g} s of audio" if s is not None else "at none of the tested lengths"
+            lines.append(f"{dev}: ConMamba beats the Conformer in {names[metric]} {what}")
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="tiny", choices=["tiny", "small", "paper"])
+    p.add_argument("--seconds", default="5,20,60,180,300")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variants", default="conmamba,conformer")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="bench_model.json")
+    a = p.parse_args(argv)
+    res = run_model_bench(a.size, [float(s) for s in a.seconds.split(",")], a.device, a.variants.split(","),
+                          a.repeats)
+    from rich.console import Console
+
+    Console().print(render_table(res))
+    for line in describe_crossover(res):
+        print(line)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

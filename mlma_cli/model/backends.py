@@ -1,0 +1,117 @@
+"""Scan backends: mamba-ssm's fused kernels when importable and the tensors are on CUDA, else our PyTorch scans.
+
+    fn = selective_scan_for(u, "auto")   # fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (B, D, L)
+    fn = ssd_scan_for(x, "auto")         # fn(x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus) -> (B, L, H, P)
+
+Both sides share mamba-ssm's argument layout, so the same module weights run on either. The choice and its
+reason are logged once per (op, choice, reason).
+
+mamba-ssm is imported without running its package ``__init__`` (which pulls in the compiled selective-scan
+extension, transformers and tilelang): the Triton SSD kernels then work even where only the pure-Python part of
+mamba-ssm is installed.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Callable, Dict, Optional, Set, Tuple
+
+import torch
+
+from mlma_cli.errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install mamba-ssm causal-conv1d --no-build-isolation (on a CUDA machine)"
+_cache: Dict[str, Tuple[Optional[Callable], str]] = {}
+_logged: Set[Tuple[str, str, str]] = set()
+
+
+def _import_mamba_ssm_module(name: str):
+    """Import mamba_ssm.<name>; if the package __init__ fails, retry skipping it (see module docstring)."""
+    if "mamba_ssm" in sys.modules:  # imported before, normally or bare by us
+        return importlib.import_module(f"mamba_ssm.{name}")
+    try:
+        return importlib.import_module(f"mamba_ssm.{name}")
+    except Exception:  # usually ImportError in __init__ (tilelang, transformers, the CUDA extension)
+        for key in [k for k in sys.modules if k.startswith("mamba_ssm.")]:
+            del sys.modules[key]  # left over from the failed attempt, their parent is gone
+        spec = importlib.util.find_spec("mamba_ssm")
+        if spec is None or spec.submodule_search_locations is None:
+            raise
+    pkg = importlib.util.module_from_spec(spec)  # the package object, its __init__ not executed
+    pkg._mlma_bare = True
+    sys.modules["mamba_ssm"] = pkg
+    return importlib.import_module(f"mamba_ssm.{name}")
+
+
+def _load_cuda_selective_scan() -> Tuple[Optional[Callable], str]:
+    if "scan" not in _cache:
+        try:
+            mod = _import_mamba_ssm_module("ops.selective_scan_interface")
+            _cache["scan"] = (mod.selective_scan_fn, "mamba-ssm selective_scan_fn")
+        except Exception as err:  # ImportError, or a broken build raising anything else at import
+            _cache["scan"] = (None, f"mamba-ssm not importable: {err}")
+    return _cache["scan"]
+
+
+def _load_cuda_ssd() -> Tuple[Optional[Callable], str]:
+    if "ssd" not in _cache:
+        try:
+            mod = _import_mamba_ssm_module("ops.triton.ssd_combined")
+            _cache["ssd"] = (mod.mamba_chunk_scan_combined, "mamba-ssm Triton mamba_chunk_scan_combined")
+        except Exception as err:
+            _cache["ssd"] = (None, f"mamba-ssm Triton kernels not importable: {err}")
+    return _cache["ssd"]
+
+
+def _log_once(op: str, choice: str, reason: str) -> None:
+    key = (op, choice, reason)
+    if key not in _logged:
+        _logged.add(key)
+        log.info("%s: %s (%s)", op, choice, reason)
+
+
+def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) -> Callable:
+    if backend not in ("auto", "torch", "cuda"):
+        raise ValueError(f"scan_backend={backend!r}, expected auto|torch|cuda")
+    if backend == "torch":
+        _log_once(op, "torch", "scan_backend=torch")
+        return torch_fn
+    fn, why = loader()
+    if fn is not None and x.is_cuda:
+        _log_once(op, "cuda", why)
+        return fn
+    reason = why if fn is None else f"tensors on {x.device.type}"
+    if backend == "cuda":
+        raise MissingDependencyError(
+            f"{op}: scan_backend=cuda but the mamba-ssm kernels cannot be used ({reason}); "
+            f"install them with: {INSTALL_HINT}, or set scan_backend: auto")
+    _log_once(op, "torch", reason)
+    return torch_fn
+
+
+def selective_scan_for(x: torch.Tensor, backend: str = "auto") -> Callable:
+    """The Mamba-1 selective scan to use for tensors like x under scan_backend."""
+    from mlma_cli.model.scan import selective_scan  # imported lazily: owned by the scan module
+
+    return _choose("selective scan", x, backend, _load_cuda_selective_scan, selective_scan)
+
+
+def ssd_scan_for(x: torch.Tensor, backend: str = "auto") -> Callable:
+    """The Mamba-2 chunked SSD scan to use for tensors like x under scan_backend."""
+    from mlma_cli.model.ssd import ssd_chunk_scan
+
+    return _choose("SSD scan", x, backend, _load_cuda_ssd, ssd_chunk_scan)
+
+
+def describe() -> Dict[str, str]:
+    """What the CUDA side offers here (for model-info / benchmarks): {"selective_scan": ..., "ssd": ...}."""
+    out = {}
+    for key, loader in (("selective_scan", _load_cuda_selective_scan), ("ssd", _load_cuda_ssd)):
+        fn, why = loader()
+        out[key] = why if fn is not None else f"unavailable: {why}"
+    out["cuda_device"] = "yes" if torch.cuda.is_available() else "no"
+    return out

@@ -1,0 +1,230 @@
+"""BiMamba (Mamba-1) and BiMamba2 (Mamba-2) mixers: mamba-ssm names, inits, length-aware backward direction."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlma_cli.errors import MissingDependencyError
+from mlma_cli.model import backends, masking
+from mlma_cli.model.bimamba import BiMamba
+from mlma_cli.model.mamba2 import BiMamba2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+# state_dict keys and shapes of mamba-ssm's Mamba (+ the BiMamba-v2 "_b" direction), d_model 32, expand 2,
+# d_state 16, d_conv 4, dt_rank 2
+MAMBA1_NAMES = {
+    "in_proj.weight": (128, 32), "conv1d.weight": (64, 1, 4), "conv1d.bias": (64,), "x_proj.weight": (34, 64),
+    "dt_proj.weight": (64, 2), "dt_proj.bias": (64,), "A_log": (64, 16), "D": (64,), "out_proj.weight": (32, 64),
+    "conv1d_b.weight": (64, 1, 4), "conv1d_b.bias": (64,), "x_proj_b.weight": (34, 64),
+    "dt_proj_b.weight": (64, 2), "dt_proj_b.bias": (64,), "A_b_log": (64, 16), "D_b": (64,),
+}
+# mamba-ssm's Mamba2, d_model 32, expand 2, headdim 16 (H = 4), d_state 8, ngroups 1
+MAMBA2_NAMES = {
+    "in_proj.weight": (2 * 64 + 2 * 8 + 4, 32), "conv1d.weight": (80, 1, 4), "conv1d.bias": (80,),
+    "dt_bias": (4,), "A_log": (4,), "D": (4,), "norm.weight": (64,), "out_proj.weight": (32, 64),
+    "conv1d_b.weight": (80, 1, 4), "conv1d_b.bias": (80,), "dt_bias_b": (4,), "A_b_log": (4,), "D_b": (4,),
+}
+
+
+def mamba1(**kw):
+    return BiMamba(32, d_state=16, d_conv=4, expand=2, dt_rank=2, scan_backend="torch", **kw)
+
+
+def mamba2(**kw):
+    return BiMamba2(32, d_state=8, d_conv=4, expand=2, headdim=16, chunk_size=8, scan_backend="torch", **kw)
+
+
+def _shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def test_bimamba_names_match_mamba_ssm():
+    assert _shapes(mamba1()) == MAMBA1_NAMES
+    uni = _shapes(mamba1(bidirectional=False))
+    assert uni == {k: v for k, v in MAMBA1_NAMES.items() if "_b" not in k}
+
+
+def test_bimamba2_names_match_mamba_ssm():
+    assert _shapes(mamba2()) == MAMBA2_NAMES
+
+
+def test_bimamba_inits_follow_mamba_ssm():
+    torch.manual_seed(0)
+    m = mamba1()
+    for a_log in (m.A_log, m.A_b_log):
+        assert torch.allclose(a_log, torch.log(torch.arange(1, 17.0)).expand(64, 16))
+        assert a_log._no_weight_decay
+    for d in (m.D, m.D_b):
+        assert torch.equal(d, torch.ones(64)) and d._no_weight_decay
+    for dt_proj in (m.dt_proj, m.dt_proj_b):
+        dt = F.softplus(dt_proj.bias)
+        assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
+        assert dt_proj.weight.abs().max() <= 2 ** -0.5
+    m2 = mamba2()
+    assert torch.all((m2.A_log.exp() >= 1) & (m2.A_log.exp() <= 16))
+    assert m2.dt_bias._no_weight_decay and m2.A_b_log._no_weight_decay
+
+
+def _alone_vs_batched(module, lengths, seed=0):
+    """Max |out_alone - out_in_batch| over valid frames; padded frames hold random junk."""
+    torch.manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), 32)
+    lens = torch.tensor(lengths)
+    with torch.no_grad():
+        y = module(x, lens)
+        err = 0.0
+        for i, n in enumerate(lengths):
+            alone = module(x[i:i + 1, :n], lens[i:i + 1])
+            err = max(err, (alone[0] - y[i, :n]).abs().max().item())
+    return err
+
+
+@pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])
+def test_bimamba_padding_invariant(make):
+    assert _alone_vs_batched(make().eval(), [29, 17, 5, 1]) < 1e-5
+
+
+@pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])
+def test_bimamba_backward_direction_is_length_aware(make, monkeypatch):
+    module = make().eval()
+    # The test above must notice a backward direction that flips the whole padded tensor
+    monkeypatch.setattr("mlma_cli.model.bimamba.reverse_index", lambda lengths, t: None)
+    monkeypatch.setattr("mlma_cli.model.mamba2.reverse_index", lambda lengths, t: None)
+    assert _alone_vs_batched(module, [29, 17, 5, 1]) > 1e-3
+
+
+@pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])
+def test_bimamba_gradients_stay_inside_each_sequence(make):
+    module = make().eval()
+    x = torch.randn(2, 24, 32, requires_grad=True)
+    lens = torch.tensor([24, 11])
+    y = module(x, lens)
+    y[1, :11].sum().backward(retain_graph=True)
+    assert x.grad[1, 11:].abs().max() == 0            # padding never reaches a valid frame
+    assert x.grad[0].abs().max() == 0                 # nor another sequence
+    assert x.grad[1, 10].abs().max() > 0              # the last valid frame reaches the first (backward scan)
+    x.grad = None
+    y[1, 0].sum().backward()
+    assert x.grad[1, 10].abs().max() > 0
+
+
+def test_unidirectional_is_causal():
+    module = mamba1(bidirectional=False).eval()
+    x = torch.randn(1, 20, 32, requires_grad=True)
+    module(x, torch.tensor([20]))[0, 9].sum().backward()
+    assert x.grad[0, 10:].abs().max() == 0 and x.grad[0, :10].abs().max() > 0
+
+
+def test_reverse_index_is_its_own_inverse():
+    lens = torch.tensor([5, 3, 1])
+    idx = masking.reverse_index(lens, 5)
+    assert idx.tolist() == [[4, 3, 2, 1, 0], [2, 1, 0, 3, 4], [0, 1, 2, 3, 4]]
+    x = torch.randn(3, 5, 2)
+    assert torch.equal(masking.reverse_time(masking.reverse_time(x, idx, 1), idx, 1), x)
+
+
+def test_scan_backend_choice_logged_and_cuda_refused_on_cpu(caplog):
+    x = torch.zeros(1, 2, 3)
+    backends._logged.clear()
+    with caplog.at_level(logging.INFO, logger="mlma_cli.model.backends"):
+        fn = backends.selective_scan_for(x, "auto")
+        backends.selective_scan_for(x, "auto")
+    from mlma_cli.model.scan import selective_scan
+
+    assert fn is selective_scan
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("selective scan: torch")]
+    assert len(msgs) == 1 and "(" in msgs[0]
+    with pytest.raises(MissingDependencyError, match="pip install mamba-ssm"):
+        backends.ssd_scan_for(x, "cuda")
+    with pytest.raises(ValueError):
+        backends.selective_scan_for(x, "fast")
+
+
+def test_mamba_ssm_kernels_import_without_package_init(tmp_path, monkeypatch):
+    """A mamba-ssm whose __init__ fails (no compiled selective_scan_cuda) still yields its Triton SSD kernel."""
+    import sys
+
+    pkg = tmp_path / "mamba_ssm"
+    (pkg / "ops" / "triton").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import selective_scan_cuda\n")
+    (pkg / "ops" / "__init__.py").write_text("")
+    (pkg / "ops" / "triton" / "__init__.py").write_text("")
+    (pkg / "ops" / "selective_scan_interface.py").write_text("import selective_scan_cuda\n")
+    (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(*a, **k):\n    return 'ssd'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for key in [k for k in sys.modules if k.startswith("mamba_ssm")]:
+        monkeypatch.delitem(sys.modules, key)
+    monkeypatch.setattr(backends, "_cache", {})
+    try:
+        info = backends.describe()
+        assert "selective_scan_cuda" in info["selective_scan"] and info["selective_scan"].startswith("unavailable")
+        fn, _ = backends._load_cuda_ssd()
+        assert fn() == "ssd"
+        # CPU tensors still take the torch path, with the reason logged
+        from mlma_cli.model.ssd import ssd_chunk_scan
+
+        assert backends.ssd_scan_for(torch.zeros(1), "auto") is ssd_chunk_scan
+    finally:
+        for key in [k for k in sys.modules if k.startswith("mamba_ssm")]:
+            del sys.modules[key]
+
+
+def _mamba_ssm_simple(monkeypatch):
+    """mamba-ssm's own Mamba module (mamba_simple) importable on CPU: its CUDA / Triton imports stubbed and its
+    slow path's selective_scan_fn replaced by mamba-ssm's pure-torch selective_scan_ref. Skips without mamba-ssm."""
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None or importlib.util.find_spec("einops") is None:
+        pytest.skip("mamba-ssm (source) and einops not importable")
+    for key in [k for k in sys.modules if k == "mamba_ssm" or k.startswith("mamba_ssm.")]:
+        monkeypatch.delitem(sys.modules, key)
+    pkg = importlib.util.module_from_spec(spec)         # skip mamba_ssm/__init__.py (imports CUDA extension)
+    monkeypatch.setitem(sys.modules, "mamba_ssm", pkg)
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    fake_ln = types.ModuleType("mamba_ssm.ops.triton.layer_norm")  # Triton-only module
+    fake_ln._layer_norm_fwd = fake_ln.RMSNorm = fake_ln.layer_norm_fn = fake_ln.rms_norm_fn = None
+    monkeypatch.setitem(sys.modules, "mamba_ssm.ops.triton.layer_norm", fake_ln)
+    try:
+        ms = importlib.import_module("mamba_ssm.modules.mamba_simple")
+        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    except ImportError as err:
+        pytest.skip(f"mamba-ssm not importable on CPU: {err}")
+    monkeypatch.setattr(ms, "selective_scan_fn", ssi.selective_scan_ref)
+    monkeypatch.setattr(ms, "causal_conv1d_fn", None)
+    return ms
+
+
+def test_bimamba_equals_mamba_ssm_modules_on_same_weights(monkeypatch):
+    """Load mamba-ssm's Mamba weights into our mixer (strict): forward equals mamba-ssm's; the bidirectional
+    mixer equals the v2 recipe 0.5 * (M_f(x) + flip(M_b(flip(x)))) built from two mamba-ssm Mambas."""
+    ms = _mamba_ssm_simple(monkeypatch)
+    torch.manual_seed(0)
+    ref_f = ms.Mamba(32, d_state=16, d_conv=4, expand=2, use_fast_path=False)
+    ref_b = ms.Mamba(32, d_state=16, d_conv=4, expand=2, use_fast_path=False)
+    ref_b.in_proj, ref_b.out_proj = ref_f.in_proj, ref_f.out_proj  # shared in v2
+    x = torch.randn(2, 23, 32)
+    uni = mamba1(bidirectional=False)
+    uni.load_state_dict(ref_f.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.allclose(uni(x), ref_f(x), atol=1e-5)
+        bi = mamba1()
+        state = dict(ref_f.state_dict())
+        for k, v in ref_b.state_dict().items():
+            if not k.startswith(("in_proj", "out_proj")):
+                state[k.replace("A_log", "A_b_log") if k == "A_log" else k.split(".")[0] + "_b" +
+                      k[len(k.split(".")[0]):]] = v
+        bi.load_state_dict(state, strict=True)
+        expected = 0.5 * (ref_f(x) + ref_b(x.flip(1)).flip(1))   # out_proj is linear and bias-free
+        assert torch.allclose(bi(x, torch.tensor([23, 23])), expected, atol=1e-5)

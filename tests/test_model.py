@@ -1,0 +1,136 @@
+"""Model config, named sizes / parameter counts, and a short CPU overfit."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlma_cli.model import CTCModel, ModelConfig, build_model, named_config
+from mlma_cli.model.config import NAMED_SIZES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _count(cfg):
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg).parameters())
+
+
+@pytest.mark.parametrize("name,expected", [("conmamba-paper", 31.6e6), ("conformer-paper", 28.8e6)])
+def test_model_paper_sizes_match_reference(name, expected):
+    # the ConMamba CTC recipe: 31 characters, 18 x 256, FFN 1024 -> ~31.6 M / ~28.8 M parameters
+    assert abs(_count(named_config(name, vocab_size=31)) - expected) / expected < 0.01
+
+
+def test_model_named_sizes_build_and_count():
+    counts = {name: _count(named_config(name, vocab_size=31)) for name in NAMED_SIZES}
+    assert counts["conmamba-paper"] == 31_555_519          # counted by hand in docs: fixed architecture
+    assert counts["conformer-paper"] == 28_799_935
+    for size in ("tiny", "small", "paper"):  # twins of similar size, ConMamba a little larger
+        ratio = counts[f"conmamba-{size}"] / counts[f"conformer-{size}"]
+        assert 1.0 < ratio < 1.2
+    assert counts["conmamba-tiny"] < 2e6
+
+
+def test_model_config_round_trip():
+    cfg = named_config("conmamba-tiny", vocab_size=77, mixer="mamba2", mamba2_headdim=48)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.dt_rank == 6 and again.subsampling_channels == (64, 32)
+    import json
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("bad", [
+    dict(encoder="transformer"), dict(mixer="mamba3"), dict(scan_backend="gpu"), dict(d_model=0),
+    dict(conv_kernel=30), dict(encoder="conformer", d_model=30, num_heads=4), dict(dropout=1.0),
+    dict(mixer="mamba2", mamba2_headdim=100), dict(dt_min=0.2, dt_max=0.1), dict(vocab_size=1),
+    dict(subsampling_channels=(8,)),
+])
+def test_model_invalid_config_rejected(bad):
+    with pytest.raises(ValueError, match="invalid model config"):
+        named_config("conmamba-tiny", **bad)
+
+
+def test_model_unknown_keys_and_sizes_rejected():
+    with pytest.raises(ValueError, match="unknown keys"):
+        ModelConfig.from_dict({"d_model": 64, "hidden": 3})
+    with pytest.raises(ValueError, match="unknown model size"):
+        named_config("conmamba-huge")
+
+
+def test_model_xavier_option_overwrites_mamba_init():
+    cfg = dict(vocab_size=11, d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 4))
+    keep = build_model(named_config("conmamba-tiny", **cfg))
+    assert torch.allclose(keep.encoder.layers[0].mixer.A_log[0], torch.log(torch.arange(1, 17.0)))
+    xav = build_model(named_config("conmamba-tiny", xavier_init=True, **cfg))
+    assert not torch.allclose(xav.encoder.layers[0].mixer.A_log[0], torch.log(torch.arange(1, 17.0)))
+
+
+@pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
+def test_model_overfits_a_few_utterances(encoder):
+    """A short CPU overfit on random features: the CTC loss falls by a set factor."""
+    torch.manual_seed(0)
+    model = build_model(named_config(f"{encoder}-tiny", vocab_size=8, num_layers=2, d_model=64, ffn_dim=128,
+                                     dropout=0.0))
+    assert isinstance(model, CTCModel)
+    feats, lens = torch.randn(3, 64, 80), torch.tensor([64, 56, 48])
+    targets, target_lens = torch.randint(1, 8, (3, 6)), torch.tensor([6, 5, 4])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        log_probs, out_lens = model(feats, lens)
+        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, target_lens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 4, losses
+
+
+def _cli():
+    import typer
+
+    from mlma_cli.cli import model_cmds
+
+    app = typer.Typer()
+    model_cmds.register(app)
+    return app
+
+
+def test_model_info_named_yaml_and_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from mlma_cli.errors import MlmaError
+
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["model-info", "conmamba-paper", "--vocab-size", "31",
+                                 "--json", str(tmp_path / "info.json")])
+    assert res.exit_code == 0, res.output
+    assert "31,555,519" in res.output and "mixer: backward direction" in res.output
+    import json
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["total"] == 31_555_519 and info["config"]["d_model"] == 256
+
+    cfg = dict(encoder="conformer", d_model=64, num_layers=2, ffn_dim=128, vocab_size=31)
+    (tmp_path / "m.yaml").write_text("model:\n" + "".join(f"  {k}: {v}\n" for k, v in cfg.items()))
+    res = runner.invoke(_cli(), ["model-info", str(tmp_path / "m.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "rel-pos self-attention" in res.output
+
+    from mlma_cli import checkpoint
+
+    ckpt = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "model_config": ModelConfig(**cfg).to_dict(),
+            "model": {}, "tokenizer": b"sp"}
+    torch.save(ckpt, tmp_path / "c.pt")
+    res = runner.invoke(_cli(), ["model-info", str(tmp_path / "c.pt")])
+    assert res.exit_code == 0, res.output
+    total = sum(p.numel() for p in build_model(ModelConfig(**cfg)).parameters())
+    assert f"{total:,}" in res.output
+
+    res = runner.invoke(_cli(), ["model-info", str(tmp_path / "missing.yaml")])
+    assert isinstance(res.exception, MlmaError)
