@@ -314,7 +314,8 @@ def _build() -> Optional[ctypes.CDLL]:
                 src = Path(tmp) / "mlma_scan.c"
                 src.write_text(_C_SOURCE)
                 tmp_so = Path(tmp) / "mlma_scan.so"
-                proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], capture_output=True, text=True)
+                proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], capture_output=True, text=True,
+                                      timeout=120)
                 if proc.returncode != 0:
                     log.info("selective scan kernel build with %s failed: %s", flags, proc.stderr.strip()[:500])
                     continue
