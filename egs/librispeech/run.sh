@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# LibriSpeech 960 h (English): ConMamba-CTC and its Conformer-CTC twin, the ConMamba paper's reference setup.
+# Corpus path: LIBRISPEECH in local/db.sh (or the environment). See README.md for the data and hardware.
+#
+#   ./run.sh                                       # every stage, both paper-size models, all visible GPUs
+#   ./run.sh --stop-stage 2                        # data only: manifests, features, tokenizer
+#   ./run.sh --stage 4 --models conmamba_small --ngpu 1
+#   ./run.sh --use-lm true                         # also build a word 3-gram graph and decode with it (wfst)
+#
+# Stages: 0 manifests, 1 features, 2 tokenizer, 3 LM + graph (with --use-lm true), 4 train, 5 average,
+#         6 decode, 7 score, 8 report.  Outputs: $data/ and $exp/<model>/ (relative paths: this directory).
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../../local/common.sh
+. ../../local/recipe.sh
+. ../../local/db.sh
+
+stage=0
+stop_stage=100
+data=data
+exp=exp
+nj=8                                   # parallel jobs for manifests and features
+train_parts="train-clean-100 train-clean-360 train-other-500"
+dev_parts="dev-clean dev-other"
+test_parts="test-clean test-other"
+speed_perturb=true                     # 0.9/1.1 copies of the training cuts
+token_type=char                        # the reference recipe uses characters (31 for English)
+vocab_size=500                         # ignored for char
+use_lm=false                           # stage 3: word 3-gram on the training transcripts + HLG graph
+lm_order=3
+models="conmamba_paper conformer_paper"  # conf/train_<name>.yaml; small sizes: conmamba_small conformer_small
+ngpu=auto                              # GPUs for training (auto: all visible); >1 runs torchrun DDP
+train_opts=""                          # extra `mlma train` arguments, e.g. "--set train.max_epochs=10"
+avg=10                                 # average the $avg checkpoints with the lowest dev loss
+avg_select=best                        # best | last
+decode_methods="ctc-greedy-search ctc-prefix-beam-search"
+beam=10                                # prefix beam size
+decode_device=auto                     # auto: cuda when a GPU is visible, else cpu
+help_message="usage: $0 [--stage N] [--stop-stage N] [--data DIR] [--exp DIR] [--models 'conmamba_paper conformer_paper']
+       [--ngpu N|auto] [--train-opts '--set train.max_epochs=10'] [--use-lm true] [--nj N] ...
+Stages: 0 manifests, 1 features, 2 tokenizer, 3 LM, 4 train, 5 average, 6 decode, 7 score, 8 report"
+. ../../local/parse_options.sh
+
+[ "$ngpu" = auto ] && ngpu=$(detect_ngpu)
+decode_device=$(resolve_device "$decode_device" "$ngpu")
+tokenizer=$data/lang/tokenizer.model
+train_sets=(); for p in $train_parts; do train_sets+=("librispeech/en/$p"); done
+dev_sets=(); for p in $dev_parts; do dev_sets+=("librispeech/en/$p"); done
+test_sets=(); for p in $test_parts; do test_sets+=("librispeech/en/$p"); done
+if [ "$use_lm" = true ]; then decode_methods="$decode_methods wfst"; fi
+read -r -a extra_train_opts <<< "$train_opts"
+
+if in_stage 0; then
+  log "stage 0: manifests ($train_parts $dev_parts $test_parts)"
+  require_corpus LIBRISPEECH
+  parts="$train_parts $dev_parts $test_parts"
+  run_once "$data/.done.manifests" mlma prepare librispeech "$LIBRISPEECH" --data-dir "$data" --langs en \
+    --splits "${parts// /,}" --jobs "$nj"
+fi
+
+if in_stage 1; then
+  log "stage 1: fbank features (speed perturbation of the training parts: $speed_perturb) and global CMVN"
+  sp=(); [ "$speed_perturb" = true ] && sp=(--speed-perturb)
+  run_once "$data/.done.features" mlma features --data-dir "$data" --all "${sp[@]}" --jobs "$nj"
+fi
+
+if in_stage 2; then
+  log "stage 2: $token_type tokenizer on the training transcripts"
+  mapfile -t dataset_opts < <(repeat_opt --dataset "${train_sets[@]}")
+  run_once "$data/.done.tokenizer" mlma tokenizer --data "$data" "${dataset_opts[@]}" \
+    --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
+fi
+
+if in_stage 3 && [ "$use_lm" = true ]; then
+  log "stage 3: word $lm_order-gram LM on the training transcripts and its decoding graph"
+  run_once "$data/.done.lm" mlma lm train --out "$data/lm/en/lm.arpa" --data-dir "$data" \
+    --datasets "$(join_by , "${train_sets[@]}")" --order "$lm_order"
+  run_once "$data/.done.graph" mlma lm graph --arpa "$data/lm/en/lm.arpa" --tokenizer "$tokenizer" \
+    --out-dir "$data/graph/en"
+fi
+
+for model in $models; do
+  dir=$exp/$model
+  if in_stage 4; then
+    conf=$(train_conf "$model")
+    log "stage 4: train $model ($conf) on $ngpu GPU(s)"
+    mapfile -t set_opts < <(repeat_opt --train "${train_sets[@]}"; repeat_opt --dev "${dev_sets[@]}")
+    run_once "$dir/.done.train" mlma_train "$ngpu" --config "$conf" --data-dir "$data" --tokenizer "$tokenizer" \
+      "${set_opts[@]}" --exp-dir "$dir" "${extra_train_opts[@]}"
+  fi
+  if in_stage 5; then
+    log "stage 5: average the $avg_select $avg checkpoints of $model"
+    run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" --output "$dir/averaged.pt"
+  fi
+  if in_stage 6; then
+    for method in $decode_methods; do
+      log "stage 6: decode ${test_sets[*]} with $model, $method"
+      graph=(); [ "$method" = wfst ] && graph=(--graph "$data/graph")
+      run_once "$dir/decode/.done.$method" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
+        --test-sets "$(join_by , "${test_sets[@]}")" --method "$method" --beam "$beam" "${graph[@]}" \
+        --device "$decode_device" --out-dir "$dir/decode"
+    done
+  fi
+  if in_stage 7; then
+    log "stage 7: score $model (WER/CER tables with 95% CIs)"
+    mlma score --decode-dir "$dir/decode"
+  fi
+  if in_stage 8; then
+    log "stage 8: report for $model -> $dir/report"
+    mlma report "$dir" --out-dir "$dir/report"
+  fi
+done

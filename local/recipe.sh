@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Helpers shared by the corpus recipes (egs/librispeech, egs/commonvoice, egs/fleurs, egs/mlma).
+# Source it after local/common.sh:   . ../../local/common.sh; . ../../local/recipe.sh
+
+require_corpus() {
+  # require_corpus VAR   exits with a message unless the corpus path variable VAR (from local/db.sh) names a directory
+  local var=$1
+  local dir=${!var:-}
+  if [ -z "$dir" ]; then
+    log "error: $var is not set; export $var=/path/to/the/corpus or set it in $MLMA_ROOT/local/db.sh"
+    exit 1
+  fi
+  if [ ! -d "$dir" ]; then
+    log "error: $var=$dir is not a directory; fix it in the environment or in $MLMA_ROOT/local/db.sh"
+    exit 1
+  fi
+}
+
+detect_ngpu() {
+  # detect_ngpu   prints the number of visible NVIDIA GPUs (CUDA_VISIBLE_DEVICES, else nvidia-smi; 0 without either)
+  if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+    if [ -z "$CUDA_VISIBLE_DEVICES" ]; then echo 0; else echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .; fi
+  elif command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
+  else
+    echo 0
+  fi
+}
+
+mlma_train() {
+  # mlma_train NGPU ARGS...   `mlma train ARGS` on one device, or DDP over NGPU local GPUs through torchrun
+  local ngpu=$1
+  shift
+  if [ "$ngpu" -gt 1 ]; then
+    log "DDP on $ngpu GPUs: torchrun --standalone --nproc-per-node $ngpu -m mlma_cli train $*"
+    torchrun --standalone --nproc-per-node "$ngpu" -m mlma_cli train "$@"
+  else
+    log "mlma train $*"
+    mlma train "$@"
+  fi
+}
+
+train_conf() {
+  # train_conf NAME [DIR...]   prints the first DIR/train_NAME.yaml that exists (default DIR: conf); exits if none
+  local name=$1
+  shift
+  local d
+  for d in "${@:-conf}"; do
+    if [ -f "$d/train_${name}.yaml" ]; then
+      echo "$d/train_${name}.yaml"
+      return 0
+    fi
+  done
+  log "error: no train_${name}.yaml in ${*:-conf}"
+  exit 1
+}
+
+join_by() {
+  # join_by SEP ITEM...   prints the items joined by SEP:  join_by , a b c  ->  a,b,c
+  local sep=$1
+  shift
+  local out=""
+  local item
+  for item in "$@"; do out+="${out:+$sep}$item"; done
+  echo "$out"
+}
+
+repeat_opt() {
+  # repeat_opt OPT ITEM...   prints one line per item for mapfile:  OPT ITEM ...
+  # usage: mapfile -t args < <(repeat_opt --dataset a b)   ->  args=(--dataset a --dataset b)
+  local opt=$1
+  shift
+  local item
+  for item in "$@"; do printf '%s\n%s\n' "$opt" "$item"; done
+}
+
+resolve_device() {
+  # resolve_device auto|cpu|cuda[:N] NGPU   prints the device: auto -> cuda when NGPU > 0, else cpu
+  if [ "$1" != auto ]; then echo "$1"; elif [ "$2" -gt 0 ]; then echo cuda; else echo cpu; fi
+}
