@@ -55,13 +55,22 @@ def save_checkpoint(path: PathLike, ckpt: Dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Read and check a checkpoint. Missing, corrupt, foreign or newer-version files raise MlmaError naming the file."""
+# torch 1.13's restricted unpickler (the k2 venv) cannot read what torch 2.x writes; there the full one is used.
+_SAFE_LOAD = int(torch.__version__.split(".")[0]) >= 2
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu",
+                    mmap: bool = False) -> Dict[str, Any]:
+    """Read and check a checkpoint. Missing, corrupt, foreign or newer-version files raise MlmaError naming the file.
+
+    ``mmap=True`` maps tensors lazily (cheap when only metadata is needed; torch >= 2.1).
+    """
     path = Path(path)
     if not path.exists():
         raise MlmaError(f"checkpoint {path} not found")
+    kwargs: Dict[str, Any] = {"weights_only": True, "mmap": mmap} if _SAFE_LOAD else {}
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, **kwargs)
     except Exception as err:  # truncated zip, pickle garbage, disallowed globals ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MlmaError(f"checkpoint {path} is corrupt or not a torch file ({first}); "

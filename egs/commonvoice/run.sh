@@ -71,7 +71,7 @@ fi
 
 if in_stage 2; then
   log "stage 2: $token_type tokenizer on the training sentences"
-  run_once "$data/.done.tokenizer" mlma tokenizer --data "$data" --dataset "commonvoice/$lang/$train_split" \
+  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" --dataset "commonvoice/$lang/$train_split" \
     --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
 fi
 

@@ -67,7 +67,7 @@ fi
 if in_stage 2; then
   log "stage 2: $token_type tokenizer on the training transcripts"
   mapfile -t dataset_opts < <(repeat_opt --dataset "${train_sets[@]}")
-  run_once "$data/.done.tokenizer" mlma tokenizer --data "$data" "${dataset_opts[@]}" \
+  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${dataset_opts[@]}" \
     --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
 fi
 

@@ -21,8 +21,8 @@ jobs=2
 decode_methods="ctc-greedy-search ctc-prefix-beam-search"
 avg=3                 # checkpoints averaged for decoding
 smoke=false           # tiny corpus and a few training steps: proves the pipeline, not the accuracy
-data=data
-exp=exp
+data=""              # default: data (data_smoke with --smoke true)
+exp=""               # default: exp (exp_smoke with --smoke true)
 help_message="usage: $0 [--stage N] [--stop-stage N] [--models 'conmamba_tiny conformer_tiny'] [--smoke true] ..."
 . ../../local/parse_options.sh
 
@@ -30,9 +30,11 @@ train_overrides=()
 if [ "$smoke" = true ]; then
   train_utts=12; dev_utts=4; test_utts=6; vocab_size=64; avg=1
   train_overrides=(--set max_steps=6 --set valid_every=3 --set checkpoint_every=3)
-  data=data_smoke; exp=exp_smoke
+  data=${data:-data_smoke}; exp=${exp:-exp_smoke}
 fi
-test_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/test ' "$l"; done)
+data=${data:-data}; exp=${exp:-exp}
+test_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/test,' "$l"; done)
+test_sets=${test_sets%,}
 
 if in_stage 0; then
   log "stage 0: synthesize the corpus and write manifests"
@@ -47,7 +49,7 @@ fi
 
 if in_stage 2; then
   log "stage 2: one SentencePiece tokenizer over all six languages"
-  run_once "$data/.done.tokenizer" mlma tokenizer --data "$data" --dataset 'synthetic/*/train' \
+  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" --dataset 'synthetic/*/train' \
     --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type unigram
 fi
 
@@ -64,14 +66,15 @@ for model in $models; do
   fi
   if in_stage 5; then
     log "stage 5: decode $model"
-    # shellcheck disable=SC2086
-    run_once "$dir/.done.decode" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
-      --test-sets $test_sets --methods "${decode_methods// /,}" --out-dir "$dir/decode"
+    for method in $decode_methods; do
+      run_once "$dir/.done.decode.$method" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
+        --test-sets "$test_sets" --method "$method" --out-dir "$dir/decode"
+    done
+  fi
+  if in_stage 6; then
+    log "stage 6: score (WER/CER tables, 95% CIs) and per-language report for $model"
+    mlma score --decode-dir "$dir/decode"
+    mlma report "$dir/decode" --out-dir "$dir/report"
   fi
 done
-
-if in_stage 6; then
-  log "stage 6: per-language report"
-  mlma report $(for m in $models; do printf '%s/%s/decode ' "$exp" "$m"; done) --out-dir "$exp/report"
-  log "report written to $exp/report"
-fi
+log "done: see $exp/*/report/report.md and $exp/*/decode/scores.md"

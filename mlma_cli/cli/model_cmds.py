@@ -40,14 +40,9 @@ def load_model_config(spec: str, vocab_size: Optional[int] = None):
         if not isinstance(data, dict):
             raise MlmaError(f"{path}: expected a mapping of model config fields")
     else:
-        try:
-            from mlma_cli.checkpoint import load_checkpoint
+        from mlma_cli.checkpoint import load_checkpoint
 
-            data = load_checkpoint(path)["model_config"]
-        except ImportError:
-            import torch
-
-            data = torch.load(path, map_location="cpu", weights_only=False)["model_config"]
+        data = load_checkpoint(path)["model_config"]
     try:
         return ModelConfig.from_dict({**data, **extra})
     except (TypeError, ValueError) as err:

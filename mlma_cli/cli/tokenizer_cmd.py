@@ -9,7 +9,7 @@ import typer
 
 def tokenizer(
     cuts: List[Path] = typer.Option([], "--cuts", help="A cuts.jsonl.gz, or a dataset dir holding one (repeatable)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data directory for --dataset."),
+    data: Optional[Path] = typer.Option(None, "--data-dir", "--data", help="Data directory for --dataset (as for the other commands)."),
     dataset: List[str] = typer.Option([], "--dataset", help="Dataset pattern under DATA/manifests, e.g. 'synthetic/*/train' (repeatable)."),
     out_dir: Path = typer.Option(Path("data/lang"), "--out-dir", help="Where tokenizer.model, .vocab, tokens.txt go."),
     vocab_size: int = typer.Option(500, "--vocab-size", help="Target vocabulary size (soft limit; ignored for char)."),

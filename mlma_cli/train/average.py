@@ -123,7 +123,7 @@ def select_checkpoints(exp_dir: str | Path, last: Optional[int] = None, best: Op
     info = []
     seen_steps = set()
     for p in candidates:
-        ck = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        ck = load_checkpoint(p, mmap=True)
         step = int(ck.get("step", -1))
         if step in seen_steps:  # an epoch end that coincides with a step checkpoint: same weights, count once
             continue

@@ -1,0 +1,48 @@
+"""The mini recipe end to end at its smallest setting (--smoke true), and a rerun that skips every stage."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "egs" / "mini" / "run.sh"
+
+
+def _run(data: Path, exp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(["bash", str(RUN), "--smoke", "true", "--data", str(data), "--exp", str(exp)],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_mini_recipe_smoke_end_to_end_and_rerun_skips(tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    first = _run(data, exp)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    for model in ("conmamba_tiny", "conformer_tiny"):
+        report = json.loads((exp / model / "report" / "report.json").read_text())
+        langs = {cell["lang"] for cell in report["cells"]}
+        assert langs == {"en", "de", "fr", "es", "it", "nl"}, langs
+        assert all(0.0 <= cell["wer"] for cell in report["cells"])
+        assert (exp / model / "decode" / "scores.md").is_file()
+        recogs = list((exp / model / "decode").rglob("recogs-test-ctc-greedy-search.txt"))
+        assert len(recogs) == 6
+
+    stamp = (exp / "conmamba_tiny" / "averaged.pt").stat().st_mtime
+    second = _run(data, exp)
+    assert second.returncode == 0, second.stderr[-3000:]
+    skipped = second.stderr.count("skip (done:")
+    # prepare, features, tokenizer + per model: train, average, 2 decode methods
+    assert skipped == 3 + 2 * 4, second.stderr[-3000:]
+    assert (exp / "conmamba_tiny" / "averaged.pt").stat().st_mtime == stamp
+
+
+def test_mini_recipe_rejects_unknown_option():
+    out = subprocess.run(["bash", str(RUN), "--no-such-option", "1"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "unknown option --no-such-option" in out.stderr
