@@ -78,3 +78,33 @@ resolve_device() {
   # resolve_device auto|cpu|cuda[:N] NGPU   prints the device: auto -> cuda when NGPU > 0, else cpu
   if [ "$1" != auto ]; then echo "$1"; elif [ "$2" -gt 0 ]; then echo cuda; else echo cpu; fi
 }
+
+# ---- model stages shared by the corpus recipes. They read the recipe's variables:
+#      ngpu, data, tokenizer, extra_train_opts (train); avg_select, avg (average);
+#      decode_methods, beam, decode_device (decode).
+
+train_model() {
+  # train_model MODEL_DIR CONF DATASET_OPTS...   (DATASET_OPTS: --train X ... --dev Y ...)
+  local dir=$1 conf=$2; shift 2
+  log "train $(basename "$dir") ($conf) on $ngpu GPU(s)"
+  run_once "$dir/.done.train" mlma_train "$ngpu" --config "$conf" --data-dir "$data" --tokenizer "$tokenizer" \
+    "$@" --exp-dir "$dir" "${extra_train_opts[@]}"
+}
+
+average_model() {
+  # average_model MODEL_DIR   -> MODEL_DIR/averaged.pt from the $avg_select $avg checkpoints
+  local dir=$1
+  log "average the $avg_select $avg checkpoints of $(basename "$dir")"
+  run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" --output "$dir/averaged.pt"
+}
+
+decode_sets() {
+  # decode_sets CHECKPOINT OUT_DIR TAG TEST_SETS GRAPH   every method in $decode_methods; TAG names the .done markers
+  local checkpoint=$1 out=$2 tag=$3 sets=$4 graph_dir=$5 method graph_opt
+  for method in $decode_methods; do
+    log "decode $sets with $checkpoint, $method"
+    graph_opt=(); [ "$method" = wfst ] && graph_opt=(--graph "$graph_dir")
+    run_once "$out/.done.$tag$method" mlma decode --checkpoint "$checkpoint" --data-dir "$data" \
+      --test-sets "$sets" --method "$method" --beam "$beam" "${graph_opt[@]}" --device "$decode_device" --out-dir "$out"
+  done
+}

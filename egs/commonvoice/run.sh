@@ -86,31 +86,24 @@ fi
 for model in $models; do
   dir=$exp/$model
   if in_stage 4; then
-    conf=$(train_conf "$model" conf ../conf)
-    log "stage 4: train $model ($conf) on $ngpu GPU(s)"
-    run_once "$dir/.done.train" mlma_train "$ngpu" --config "$conf" --data-dir "$data" --tokenizer "$tokenizer" \
-      --train "commonvoice/$lang/$train_split" --dev "commonvoice/$lang/$dev_split" --exp-dir "$dir" \
-      "${extra_train_opts[@]}"
+    log "stage 4: train $model"
+    train_model "$dir" "$(train_conf "$model" conf ../conf)" \
+      --train "commonvoice/$lang/$train_split" --dev "commonvoice/$lang/$dev_split"
   fi
   if in_stage 5; then
-    log "stage 5: average the $avg_select $avg checkpoints of $model"
-    run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" --output "$dir/averaged.pt"
+    log "stage 5: average $model"
+    average_model "$dir"
   fi
   if in_stage 6; then
-    for method in $decode_methods; do
-      log "stage 6: decode commonvoice/$lang/$test_split with $model, $method"
-      graph=(); [ "$method" = wfst ] && graph=(--graph "$data/graph")
-      run_once "$dir/decode/.done.$method" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
-        --test-sets "commonvoice/$lang/$test_split" --method "$method" --beam "$beam" "${graph[@]}" \
-        --device "$decode_device" --out-dir "$dir/decode"
-    done
+    log "stage 6: decode commonvoice/$lang/$test_split with $model"
+    decode_sets "$dir/averaged.pt" "$dir/decode" "" "commonvoice/$lang/$test_split" "$data/graph"
   fi
   if in_stage 7; then
     log "stage 7: score $model (WER/CER tables with 95% CIs)"
     mlma score --decode-dir "$dir/decode"
   fi
   if in_stage 8; then
-    log "stage 8: report for $model -> $dir/report"
-    mlma report "$dir" --out-dir "$dir/report"
+    log "stage 8: per-language report for $model -> $dir/report"
+    mlma report "$dir/decode" --out-dir "$dir/report"
   fi
 done

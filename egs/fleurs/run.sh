@@ -59,13 +59,8 @@ fi
 if in_stage 2; then
   [ -f "$checkpoint" ] || { log "error: checkpoint $checkpoint not found"; exit 1; }
   for lang in ${langs//,/ }; do
-    for method in $decode_methods; do
-      log "stage 2: decode fleurs/$lang/$eval_split with $checkpoint, $method"
-      graph_opt=(); [ "$method" = wfst ] && graph_opt=(--graph "$graph")
-      run_once "$dir/decode/.done.$lang.$method" mlma decode --checkpoint "$checkpoint" --data-dir "$data" \
-        --test-sets "fleurs/$lang/$eval_split" --method "$method" --beam "$beam" "${graph_opt[@]}" \
-        --device "$decode_device" --out-dir "$dir/decode"
-    done
+    log "stage 2: decode fleurs/$lang/$eval_split with $checkpoint"
+    decode_sets "$checkpoint" "$dir/decode" "$lang." "fleurs/$lang/$eval_split" "$graph"
   done
 fi
 
@@ -76,5 +71,5 @@ fi
 
 if in_stage 4; then
   log "stage 4: per-language report -> $dir/report"
-  mlma report "$dir" --out-dir "$dir/report"
+  mlma report "$dir/decode" --out-dir "$dir/report"
 fi

@@ -139,26 +139,18 @@ fi
 for model in $models; do
   dir=$exp/$model
   if in_stage 4; then
-    conf=$(train_conf "$model")
-    log "stage 4: train $model ($conf) on $ngpu GPU(s)"
+    log "stage 4: train $model"
     mapfile -t set_opts < <(repeat_opt --train "${train_sets[@]}"; repeat_opt --dev "${dev_sets[@]}")
-    run_once "$dir/.done.train" mlma_train "$ngpu" --config "$conf" --data-dir "$data" --tokenizer "$tokenizer" \
-      "${set_opts[@]}" --exp-dir "$dir" "${extra_train_opts[@]}"
+    train_model "$dir" "$(train_conf "$model")" "${set_opts[@]}"
   fi
   if in_stage 5; then
-    log "stage 5: average the $avg_select $avg checkpoints of $model"
-    run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" --output "$dir/averaged.pt"
+    log "stage 5: average $model"
+    average_model "$dir"
   fi
   if in_stage 6; then
     for l in $lang_list; do
-      for method in $decode_methods; do
-        l_tests=$(test_sets_of "$l")
-        log "stage 6: decode $l_tests with $model, $method"
-        graph=(); [ "$method" = wfst ] && graph=(--graph "$data/graph")
-        run_once "$dir/decode/.done.$l.$method" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
-          --test-sets "$l_tests" --method "$method" --beam "$beam" "${graph[@]}" --device "$decode_device" \
-          --out-dir "$dir/decode"
-      done
+      log "stage 6: decode $l with $model"
+      decode_sets "$dir/averaged.pt" "$dir/decode" "$l." "$(test_sets_of "$l")" "$data/graph"
     done
   fi
   if in_stage 7; then
@@ -167,6 +159,6 @@ for model in $models; do
   fi
   if in_stage 8; then
     log "stage 8: per-language report for $model -> $dir/report"
-    mlma report "$dir" --out-dir "$dir/report"
+    mlma report "$dir/decode" --out-dir "$dir/report"
   fi
 done
