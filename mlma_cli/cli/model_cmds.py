@@ -43,8 +43,10 @@ def load_model_config(spec: str, vocab_size: Optional[int] = None):
         from mlma_cli.checkpoint import load_checkpoint
 
         data = load_checkpoint(path)["model_config"]
+    data = {**data, **extra}
+    name = data.pop("name", None)  # a training YAML's model section: a named size plus overrides
     try:
-        return ModelConfig.from_dict({**data, **extra})
+        return named_config(name, **data) if name else ModelConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise MlmaError(f"{path}: {err}") from err
 
