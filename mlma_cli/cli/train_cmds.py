@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -56,8 +58,9 @@ def train(
         raise MlmaError("--resume and --no-resume exclude each other")
     result = run_train(cfg, resume=resume if resume is not None else (False if no_resume else "auto"))
     state = "interrupted" if result.interrupted else "finished"
-    typer.echo(f"training {state} at step {result.step} (epoch {result.epoch}); last checkpoint: "
-               f"{result.last_checkpoint}; {result.skipped_batches} batch(es) skipped")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        typer.echo(f"training {state} at step {result.step} (epoch {result.epoch}); last checkpoint: "
+                   f"{result.last_checkpoint}; {result.skipped_batches} batch(es) skipped")
     if result.interrupted:  # non-zero so recipes do not mark the stage done; rerun the command to resume
         raise typer.Exit(code=130)
 
