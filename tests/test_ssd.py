@@ -1,13 +1,10 @@
 """Mamba-2 SSD: the chunked scan against an independent float64 loop written here."""
-import importlib
-import importlib.util
-import sys
-import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from mamba_ssm_refs import import_mamba_ssm_ref
 from mlma_cli.model.ssd import ssd_chunk_scan, ssd_sequential
 
 
@@ -126,27 +123,6 @@ def test_input_validation():
         ssd_chunk_scan(**dict(kw, B=torch.randn(2, 5, 3, 5), C=torch.randn(2, 5, 3, 5)), chunk_size=4)
     with pytest.raises(ValueError, match="chunk_size"):
         ssd_chunk_scan(**kw, chunk_size=0)
-
-
-def import_mamba_ssm_ref(module: str, name: str):
-    """mamba-ssm's pure-torch reference (see tests/test_scan.py for why a bare package stands in)."""
-    spec = importlib.util.find_spec("mamba_ssm")
-    if spec is None:
-        pytest.skip("mamba-ssm is not installed (optional); the independent float64 reference covers correctness")
-    saved = {k: sys.modules.get(k) for k in ("mamba_ssm", "selective_scan_cuda")}
-    pkg = types.ModuleType("mamba_ssm")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules["mamba_ssm"] = pkg
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    try:
-        return getattr(importlib.import_module(module), name)
-    except Exception as e:  # triton is needed to import ssd_combined
-        pytest.skip(f"mamba-ssm is installed but {module} cannot be imported here: {type(e).__name__}: {e}")
-    finally:
-        for key in list(sys.modules):
-            if key.split(".")[0] == "mamba_ssm" or key == "selective_scan_cuda":
-                del sys.modules[key]
-        sys.modules.update({k: v for k, v in saved.items() if v is not None})
 
 
 @pytest.mark.parametrize("ngroups", [1, 2])
