@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 
 TINY_LANGS = ("en", "de")
 TINY_UTTS = {"train": 12, "dev": 4}
@@ -46,3 +47,12 @@ def tiny_data_dir(tmp_path_factory) -> TinyData:
                     data / "lang", vocab_size=100, model_type="char")
     return TinyData(data_dir=data, tokenizer=data / "lang" / "tokenizer.model", cmvn=data / "fbank" / "cmvn.json",
                     langs=list(TINY_LANGS), train=train, dev=dev)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,13 +11,7 @@ from mlma_cli.model.bimamba import BiMamba
 from mlma_cli.model.mamba2 import BiMamba2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # state_dict keys and shapes of mamba-ssm's Mamba (+ the BiMamba-v2 "_b" direction), d_model 32, expand 2,
 # d_state 16, d_conv 4, dt_rank 2

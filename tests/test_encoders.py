@@ -6,13 +6,7 @@ from mlma_cli.model import build_model, named_config
 from mlma_cli.model.attention import rel_shift
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = dict(vocab_size=11, d_model=32, num_layers=2, ffn_dim=64, num_heads=4, subsampling_channels=(8, 4))
 CASES = {

@@ -7,13 +7,7 @@ from mlma_cli.model import CTCModel, ModelConfig, build_model, named_config
 from mlma_cli.model.config import NAMED_SIZES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _count(cfg):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamba_ssm_refs import import_mamba_ssm_ref
+from scan_helpers import assert_close_scaled, import_mamba_ssm_ref
 from mlma_cli.model import scan as scan_mod
 from mlma_cli.model import scan_cpu_kernel
 from mlma_cli.model.scan import TORCH_CHUNK, selective_scan, selective_scan_sequential
@@ -65,14 +65,6 @@ def make_inputs(bsz=2, dim=4, n=16, length=9, seed=0, options=None, delta_scale=
         if not options.get("delta_softplus"):
             kw["delta_bias"] = kw["delta_bias"].abs()  # keep delta + bias a positive step size
     return kw
-
-
-def assert_close_scaled(actual, expected, tol=1e-5, what=""):
-    """|actual - expected| <= tol * max(1, max|expected|): float32 vs a float64 reference."""
-    expected = expected.double()
-    err = (actual.double() - expected).abs().max().item()
-    scale = max(1.0, expected.abs().max().item())
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
 
 
 @pytest.fixture(params=["kernel", "torch"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamba_ssm_refs import import_mamba_ssm_ref
+from scan_helpers import assert_close_scaled, import_mamba_ssm_ref
 from mlma_cli.model.ssd import ssd_chunk_scan, ssd_sequential
 
 
@@ -53,13 +53,6 @@ def make_inputs(bsz=2, length=9, nheads=4, headdim=3, ngroups=1, dstate=5, seed=
     if dt_bias:
         kw["dt_bias"] = r(nheads) * 0.5
     return kw
-
-
-def assert_close_scaled(actual, expected, tol=1e-5, what=""):
-    expected = expected.double()
-    err = (actual.double() - expected).abs().max().item()
-    scale = max(1.0, expected.abs().max().item())
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
 
 
 def check(fn, kw, chunk_size, tol=1e-5):

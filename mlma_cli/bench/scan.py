@@ -109,31 +109,12 @@ def _mambapy() -> Optional[Callable]:
 
 
 def _mamba_ssm_ref() -> Optional[Callable]:
-    """mamba-ssm's selective_scan_ref, imported without its package __init__ (which needs CUDA)."""
-    import importlib
-    import importlib.util
-    import types
+    """mamba-ssm's selective_scan_ref (imported without its CUDA-only package __init__), or None."""
+    from mlma_cli.model.backends import import_mamba_ssm_reference
+
     try:
-        spec = importlib.util.find_spec("mamba_ssm")
+        ref = import_mamba_ssm_reference("mamba_ssm.ops.selective_scan_interface", "selective_scan_ref")
     except Exception:
-        spec = None
-    if spec is None:
-        return None
-    saved = {k: sys.modules.get(k) for k in ("mamba_ssm", "selective_scan_cuda")}
-    pkg = types.ModuleType("mamba_ssm")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules["mamba_ssm"] = pkg
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    try:
-        ref = importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_ref
-    except Exception:
-        ref = None
-    finally:
-        for key in list(sys.modules):
-            if key.split(".")[0] == "mamba_ssm" or key == "selective_scan_cuda":
-                del sys.modules[key]
-        sys.modules.update({k: v for k, v in saved.items() if v is not None})
-    if ref is None:
         return None
     return lambda u, delta, A, B, C, D, delta_bias: ref(u, delta, A, B, C, D, None, delta_bias, True)
 

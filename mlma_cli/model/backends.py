@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import types
 from typing import Callable, Dict, Optional, Set, Tuple
 
 import torch
@@ -45,6 +46,31 @@ def _import_mamba_ssm_module(name: str):
     pkg._mlma_bare = True
     sys.modules["mamba_ssm"] = pkg
     return importlib.import_module(f"mamba_ssm.{name}")
+
+
+def import_mamba_ssm_reference(module: str, name: str) -> Callable:
+    """mamba-ssm's pure-torch reference ``module.name`` (e.g. selective_scan_ref), for tests and benchmarks.
+
+    Works without the compiled extension: a bare package object stands in for ``mamba_ssm`` (its __init__ is
+    not run) and a stub for ``selective_scan_cuda``. Everything is dropped from sys.modules afterwards, so the
+    backend choice of the running process is not affected. Raises ModuleNotFoundError when mamba-ssm is not
+    installed, and whatever the import raises otherwise (e.g. triton missing for the SSD reference).
+    """
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ModuleNotFoundError("mamba-ssm is not installed")
+    saved = {k: sys.modules.get(k) for k in ("mamba_ssm", "selective_scan_cuda")}
+    pkg = types.ModuleType("mamba_ssm")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["mamba_ssm"] = pkg
+    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    try:
+        return getattr(importlib.import_module(module), name)
+    finally:
+        for key in list(sys.modules):
+            if key.split(".")[0] == "mamba_ssm" or key == "selective_scan_cuda":
+                del sys.modules[key]
+        sys.modules.update({k: v for k, v in saved.items() if v is not None})
 
 
 def _load_cuda_selective_scan() -> Tuple[Optional[Callable], str]:
