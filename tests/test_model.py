@@ -109,6 +109,8 @@ def test_model_info_named_yaml_and_checkpoint(tmp_path):
     import json
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["total"] == 31_555_519 and info["config"]["d_model"] == 256
+    assert "cpu_selective_scan" in res.output and info["backends"]["cpu_selective_scan"].startswith(
+        ("compiled C kernel (built with", "pure-PyTorch"))
 
     cfg = dict(encoder="conformer", d_model=64, num_layers=2, ffn_dim=128, vocab_size=31)
     (tmp_path / "m.yaml").write_text("model:\n" + "".join(f"  {k}: {v}\n" for k, v in cfg.items()))

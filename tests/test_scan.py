@@ -1,5 +1,4 @@
 """Mamba-1 selective scan: the fast paths against an independent float64 loop written here."""
-import shutil
 
 import pytest
 import torch
@@ -164,13 +163,36 @@ def test_input_validation():
         selective_scan(**dict(kw, B=kw["B"][:, :, :4]))
 
 
-@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
 def test_kernel_builds_where_a_compiler_exists(monkeypatch):
-    # With a compiler the fast path must not silently degrade to the fallback.
+    # The test environment always has one (the dev extra brings zig cc), and the fast path must not
+    # silently degrade to the fallback.
+    assert scan_cpu_kernel.compiler_candidates(), "no C compiler and no ziglang: pip install -e .[dev]"
     monkeypatch.delenv("MLMA_SCAN_KERNEL", raising=False)
     monkeypatch.setattr(scan_cpu_kernel, "_tried", False)
     monkeypatch.setattr(scan_cpu_kernel, "_lib", None)
     assert scan_cpu_kernel.load() is not None
+    assert scan_cpu_kernel.built_with() == scan_cpu_kernel.compiler_candidates()[0][0]
+
+
+def test_without_system_compiler_zig_cc_from_pypi_is_used(monkeypatch, tmp_path):
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang
+    assert [label for label, _ in scan_cpu_kernel.compiler_candidates()] == ["zig cc (ziglang from PyPI)"]
+    monkeypatch.setenv("CC", "my-cc --flag")
+    assert scan_cpu_kernel.compiler_candidates()[0][1] == ["my-cc", "--flag"]
+
+
+@pytest.mark.parametrize("opt", ["all", "z+bias"])
+def test_kernel_built_by_zig_cc_matches_naive(monkeypatch, opt):
+    """The kernel as the ziglang wheel's compiler builds it (first build ~5 s, then cached)."""
+    label, command = scan_cpu_kernel.compiler_candidates()[-1]
+    assert label.startswith("zig cc"), "the dev extra installs ziglang"
+    lib = scan_cpu_kernel.build_with(command, label)
+    assert lib is not None, "zig cc failed to build the scan kernel (see the log)"
+    monkeypatch.setattr(scan_cpu_kernel, "_lib", lib)
+    monkeypatch.setattr(scan_cpu_kernel, "_tried", True)
+    kw = make_inputs(length=3 * T + 5, options=OPTION_SETS[opt], seed=5)
+    check_against_naive(selective_scan, dict(kw, delta_softplus=OPTION_SETS[opt].get("delta_softplus", False)))
 
 
 def test_kernel_can_be_disabled(monkeypatch):

@@ -235,6 +235,7 @@ def run_scan_bench(
     from rich.console import Console
     from rich.table import Table
 
+    from mlma_cli.model import scan_cpu_kernel
     from mlma_cli.model.scan import scan_implementation
 
     console = console or Console()
@@ -247,7 +248,7 @@ def run_scan_bench(
         fns[MLMA_KERNEL] = None  # no compiler here: only the fallback row is meaningful
     result: dict = {
         "machine": {"cpu": _cpu_name(), "threads": threads, "torch": torch.__version__,
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "scan_kernel_compiler": scan_cpu_kernel.built_with()},
         "method": METHOD, "repeats": repeats, "shape": shape, "rows": [], "length_sweep": [], "ssd": None,
     }
 

@@ -113,10 +113,20 @@ def model_info(
         ptab.add_row(k, f"{n:,}", f"{100 * n / total:.1f}%")
     ptab.add_row("total", f"{total:,}", f"{total / 1e6:.2f} M", style="bold")
     console.print(ptab)
+    from mlma_cli.model.backends import describe
+
+    backends = describe()
+    btab = Table(title="scan backends on this machine")
+    btab.add_column("path")
+    btab.add_column("uses")
+    for k, v in backends.items():
+        btab.add_row(k, v)
+    console.print(btab)
     if json_out:
         from mlma_cli.utils.io import write_json_atomic
 
-        write_json_atomic(json_out, {"config": cfg.to_dict(), "parameters": dict(counts), "total": total})
+        write_json_atomic(json_out, {"config": cfg.to_dict(), "parameters": dict(counts), "total": total,
+                                     "backends": backends})
 
 
 # ------------------------------------------------------------------------------------------------ bench

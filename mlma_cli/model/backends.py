@@ -134,10 +134,15 @@ def ssd_scan_for(x: torch.Tensor, backend: str = "auto") -> Callable:
 
 
 def describe() -> Dict[str, str]:
-    """What the CUDA side offers here (for model-info / benchmarks): {"selective_scan": ..., "ssd": ...}."""
+    """Which scan each path would use on this machine (model-info, benchmarks): CUDA kernels, CPU kernel."""
     out = {}
     for key, loader in (("selective_scan", _load_cuda_selective_scan), ("ssd", _load_cuda_ssd)):
         fn, why = loader()
         out[key] = why if fn is not None else f"unavailable: {why}"
+    from mlma_cli.model import scan_cpu_kernel
+
+    compiler = scan_cpu_kernel.built_with()
+    out["cpu_selective_scan"] = (f"compiled C kernel (built with {compiler})" if compiler else
+                                 "pure-PyTorch chunked scan (no C kernel: no working compiler, or MLMA_SCAN_KERNEL=0)")
     out["cuda_device"] = "yes" if torch.cuda.is_available() else "no"
     return out

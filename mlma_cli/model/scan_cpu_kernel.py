@@ -1,10 +1,14 @@
 """Optional compiled CPU kernel for the whole Mamba-1 selective scan (forward and backward).
 
-A small C file (no torch headers, so it compiles in about a second) is built with the system C
-compiler on first use, cached, and called through ctypes on float32 CPU tensors. ctypes releases the
-GIL, so channel ranges run in parallel on a thread pool of ``torch.get_num_threads()`` workers.
-Everything here is an accelerator only: when no compiler is found, the build fails, or
-``MLMA_SCAN_KERNEL=0`` is set, :func:`load` returns None and the caller uses the pure-PyTorch scan.
+A small C file (no torch headers, so it compiles in about a second) is built on first use, cached,
+and called through ctypes on float32 CPU tensors. ctypes releases the GIL, so channel ranges run in
+parallel on a thread pool of ``torch.get_num_threads()`` workers.
+
+Compilers tried in order (:func:`compiler_candidates`): ``$CC``, else the first of cc / gcc / clang on
+PATH, then Zig's clang-based ``zig cc`` from the ``ziglang`` PyPI package (``pip install mlma[kernel]``,
+which tools/setup_env.sh installs), so the kernel builds from PyPI packages alone on a machine with no
+system compiler. Everything here is an accelerator only: when no compiler works or ``MLMA_SCAN_KERNEL=0``
+is set, :func:`load` returns None and the caller uses the pure-PyTorch scan; the log says which path ran.
 
 Computed per (batch, channel) row, everything fused (one pass over the inputs):
     delta' = softplus(delta + bias) (or delta + bias)
@@ -16,16 +20,19 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -266,6 +273,7 @@ MAX_STATE = 64  # the C side keeps the state in a fixed array
 _lock = threading.Lock()
 _lib = None
 _tried = False
+_built_with: Optional[str] = None  # label of the compiler that built the loaded library
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_key = (0, 0)  # (size, pid): a forked child (DataLoader worker) must not reuse the parent's dead threads
 
@@ -298,26 +306,57 @@ def _cpu_key() -> str:
     return platform.processor()
 
 
-def _build() -> Optional[ctypes.CDLL]:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        log.warning("selective scan: no C compiler found (set CC); using the pure-PyTorch scan")
-        return None
-    base = ["-O3", "-fPIC", "-shared", "-std=c99", "-fno-math-errno", "-fno-trapping-math",
-            "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
+def compiler_candidates() -> List[Tuple[str, List[str]]]:
+    """(label, command prefix) for each C compiler to try, in order; empty when there is none.
+
+    ``$CC`` (may hold arguments) or the first of cc / gcc / clang on PATH, then ``zig cc`` from the
+    ziglang wheel when it is installed (a complete clang toolchain shipped on PyPI).
+    """
+    found: List[Tuple[str, List[str]]] = []
+    if os.environ.get("CC"):
+        found.append((f"$CC={os.environ['CC']}", shlex.split(os.environ["CC"])))
+    else:
+        system = next((p for p in map(shutil.which, ("cc", "gcc", "clang")) if p), None)
+        if system:
+            found.append((system, [system]))
+    if importlib.util.find_spec("ziglang") is not None:
+        found.append(("zig cc (ziglang from PyPI)", [sys.executable, "-m", "ziglang", "cc"]))
+    return found
+
+
+_FLAGS = ["-O3", "-fPIC", "-shared", "-std=c99", "-fno-math-errno", "-fno-trapping-math",
+          "-fassociative-math", "-fno-signed-zeros", "-ffp-contract=fast"]
+
+
+def build_with(command: List[str], label: str = "") -> Optional[ctypes.CDLL]:
+    """Build (or reuse from the cache) and load the kernel with one compiler; None if that fails.
+
+    Tries ``-march=native`` first, then the portable baseline. The cache key covers the source, the
+    compiler command, the flags and the CPU, so a library is never reused where it was not built for.
+    """
+    label = label or " ".join(command)
+    env = dict(os.environ)
+    # zig keeps its own build cache under $HOME, which may be read-only; ours is known to be writable
+    env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(_cache_dir() / "zig"))
+    env.setdefault("ZIG_LOCAL_CACHE_DIR", str(_cache_dir() / "zig"))
     for arch in (["-march=native"], []):
-        flags = base + arch
-        key = hashlib.sha256("\0".join([_C_SOURCE, cc, *flags, platform.machine(), _cpu_key()]).encode()).hexdigest()[:16]
-        out = _cache_dir() / f"mlma_scan_{key}.so"
+        flags = _FLAGS + arch
+        key = hashlib.sha256("\0".join([_C_SOURCE, *command, *flags, platform.machine(), _cpu_key()]).encode())
+        out = _cache_dir() / f"mlma_scan_{key.hexdigest()[:16]}.so"
         if not out.exists():
             with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
                 src = Path(tmp) / "mlma_scan.c"
                 src.write_text(_C_SOURCE)
                 tmp_so = Path(tmp) / "mlma_scan.so"
-                proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], capture_output=True, text=True,
-                                      timeout=120)
+                try:
+                    proc = subprocess.run([*command, *flags, str(src), "-o", str(tmp_so)], capture_output=True,
+                                          text=True, timeout=300, env=env)
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    log.info("selective scan kernel: %s did not run: %s", label, e)
+                    return None
                 if proc.returncode != 0:
-                    log.info("selective scan kernel build with %s failed: %s", flags, proc.stderr.strip()[:500])
+                    log.info("selective scan kernel build with %s %s failed: %s", label, arch,
+                             proc.stderr.strip()[:500])
                     continue
                 os.replace(tmp_so, out)  # atomic: concurrent builders never see a half-written file
         try:
@@ -330,10 +369,31 @@ def _build() -> Optional[ctypes.CDLL]:
         lib.mlma_scan_fwd.restype = i32
         lib.mlma_scan_bwd.argtypes = [fp] * 8 + [i32] + [fp] * 9 + [i64] * 6
         lib.mlma_scan_bwd.restype = i32
-        log.info("selective scan: using the compiled CPU kernel %s", out)
         return lib
-    log.warning("selective scan: could not build the CPU kernel; using the pure-PyTorch scan")
     return None
+
+
+def _build() -> Optional[ctypes.CDLL]:
+    global _built_with
+    candidates = compiler_candidates()
+    if not candidates:
+        log.warning("selective scan: no C compiler found (install one, set CC, or `pip install ziglang`); "
+                    "using the pure-PyTorch scan")
+        return None
+    for label, command in candidates:
+        lib = build_with(command, label)
+        if lib is not None:
+            _built_with = label
+            log.info("selective scan: using the compiled CPU kernel (built with %s)", label)
+            return lib
+    log.warning("selective scan: could not build the CPU kernel with %s; using the pure-PyTorch scan",
+                " or ".join(label for label, _ in candidates))
+    return None
+
+
+def built_with() -> Optional[str]:
+    """Which compiler built the loaded kernel (None when the kernel is not in use)."""
+    return _built_with if load() is not None else None
 
 
 def load() -> Optional[ctypes.CDLL]:
