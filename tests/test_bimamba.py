@@ -174,14 +174,19 @@ def test_mamba_ssm_kernels_import_without_package_init(tmp_path, monkeypatch):
 
 def _mamba_ssm_simple(monkeypatch):
     """mamba-ssm's own Mamba module (mamba_simple) importable on CPU: its CUDA / Triton imports stubbed and its
-    slow path's selective_scan_fn replaced by mamba-ssm's pure-torch selective_scan_ref. Skips without mamba-ssm."""
+    slow path's selective_scan_fn replaced by mamba-ssm's pure-torch selective_scan_ref (see scan_helpers)."""
     import importlib.util
     import sys
     import types
 
+    from scan_helpers import mamba_ssm_source_dir, mamba_ssm_unavailable
+
+    src = mamba_ssm_source_dir()
+    if src is not None:
+        monkeypatch.syspath_prepend(src)
     spec = importlib.util.find_spec("mamba_ssm")
     if spec is None or importlib.util.find_spec("einops") is None:
-        pytest.skip("mamba-ssm (source) and einops not importable")
+        mamba_ssm_unavailable("mamba-ssm (installed or its source in .cache/mamba-ssm-src) and einops not importable")
     for key in [k for k in sys.modules if k == "mamba_ssm" or k.startswith("mamba_ssm.")]:
         monkeypatch.delitem(sys.modules, key)
     pkg = importlib.util.module_from_spec(spec)         # skip mamba_ssm/__init__.py (imports CUDA extension)
@@ -194,7 +199,7 @@ def _mamba_ssm_simple(monkeypatch):
         ms = importlib.import_module("mamba_ssm.modules.mamba_simple")
         ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
     except ImportError as err:
-        pytest.skip(f"mamba-ssm not importable on CPU: {err}")
+        mamba_ssm_unavailable(f"mamba-ssm not importable on CPU: {err}")
     monkeypatch.setattr(ms, "selective_scan_fn", ssi.selective_scan_ref)
     monkeypatch.setattr(ms, "causal_conv1d_fn", None)
     return ms

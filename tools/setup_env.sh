@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv with everything mlma needs on a CPU machine.
 #   tools/setup_env.sh          runtime: torch (CPU, pinned), mlma and its LM decoders, espeak-ng
-#   tools/setup_env.sh --dev    also the test tools
+#   tools/setup_env.sh --dev    also the test tools and mamba-ssm's source (reference functions)
 #   tools/setup_env.sh --k2     also .venv-k2 (Python 3.9 + torch 1.13.1 + k2 1.23.4) for the k2 backend
 # GPU users: install torch for your CUDA first, then `pip install -e .[lm,gpu]` (see README).
 set -euo pipefail
@@ -43,8 +43,32 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${pip[@]}" "torch==${MLMA_TORCH_VERSION:-2.13.0}"
 fi
 extras="lm"; $dev && extras="lm,dev"
+# The CPU scan kernel is compiled at first use; without a system C compiler take zig cc from PyPI.
+if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null && ! command -v clang >/dev/null; then
+  log "no C compiler on PATH: adding ziglang (zig cc) for the CPU scan kernel"
+  extras="$extras,kernel"
+fi
 log "installing mlma[$extras]"
 "${pip[@]}" -e ".[$extras]"
+
+if $dev; then
+  # mamba-ssm's own pure-torch reference functions, for the tests that compare our scans with them. Its
+  # package needs the CUDA extension to install, so only the source is fetched (the sdist is 0.2 MB).
+  ref=.cache/mamba-ssm-src
+  if [ ! -d "$ref/mamba_ssm" ]; then
+    log "fetching mamba-ssm ${MLMA_MAMBA_SSM_VERSION:-2.3.2.post1} source for the reference tests"
+    tmp=$(mktemp -d)
+    # pip prepares the sdist's metadata by running its setup.py: the two variables keep that from
+    # compiling CUDA code or fetching a prebuilt wheel, and the venv's torch serves its imports.
+    MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE .venv/bin/python -m pip download -q \
+      --disable-pip-version-check --no-deps --no-build-isolation --no-binary :all: \
+      "mamba-ssm==${MLMA_MAMBA_SSM_VERSION:-2.3.2.post1}" -d "$tmp"
+    mkdir -p "$ref"
+    tar -xzf "$tmp"/mamba_ssm-*.tar.gz -C "$tmp"
+    mv "$tmp"/mamba_ssm-*/mamba_ssm "$ref/"
+    rm -rf "$tmp"
+  fi
+fi
 
 if $k2; then
   pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
