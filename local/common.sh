@@ -23,14 +23,38 @@ in_stage() {
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]
 }
 
+stage_signature() {
+  # stage_signature CMD...   the command line, plus a checksum of each argument that names a small file
+  # (configs, tokenizer models): what decides whether a finished stage is still up to date
+  printf '%q ' "$@"; echo
+  local arg
+  for arg in "$@"; do
+    if [ -f "$arg" ] && [ "$(stat -c %s "$arg")" -le 4194304 ]; then
+      echo "file $arg $(sha256sum < "$arg" | cut -d' ' -f1)"
+    fi
+  done
+}
+
 run_once() {
-  # run_once MARKER CMD...   runs CMD unless MARKER exists; touches MARKER after success
+  # run_once MARKER CMD...   runs CMD unless MARKER records this same command (and the same small input
+  # files) as done; writes the record after success. A changed command or config reruns the stage.
   local marker=$1; shift
+  local signature
+  signature=$(stage_signature "$@")
   if [ -f "$marker" ]; then
-    log "skip (done: $marker)"
-    return 0
+    if [ ! -s "$marker" ]; then
+      log "skip (done: $marker; written by an older mlma without a record, delete it to rerun)"
+      return 0
+    fi
+    if [ "$(cat "$marker")" = "$signature" ]; then
+      log "skip (done: $marker)"
+      return 0
+    fi
+    log "rerunning: the command or its config changed since $marker was written"
+    diff <(cat "$marker") <(echo "$signature") | grep '^[<>]' | sed 's/^/    /' >&2 || true
+    rm -f "$marker"
   fi
   "$@"
   mkdir -p "$(dirname "$marker")"
-  touch "$marker"
+  echo "$signature" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }

@@ -362,6 +362,37 @@ def test_recipe_calls_only_existing_cli_options(script):
     assert not problems, "\n".join(problems)
 
 
+# ------------------------------------------------------------------------------------------ stage markers
+def test_run_once_reruns_a_stage_when_its_command_or_config_changes(tmp_path):
+    """local/common.sh run_once: same command and config -> skip; a changed option or config file -> rerun."""
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("lr: 1\n")
+    count = tmp_path / "count"
+    script = tmp_path / "stage.sh"
+    script.write_text(f"""set -euo pipefail
+. "{REPO}/local/common.sh"
+work() {{ echo run >> "{count}"; }}
+run_once "{tmp_path}/.done.x" work --opt "$1" "{conf}"
+""")
+
+    def stage(opt: str) -> str:
+        res = subprocess.run(["bash", str(script), opt], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stderr
+
+    runs = lambda: len(count.read_text().splitlines()) if count.exists() else 0  # noqa: E731
+    stage("a")
+    assert runs() == 1
+    assert "skip (done:" in stage("a") and runs() == 1
+    out = stage("b")
+    assert "rerunning: the command or its config changed" in out and "--opt" in out and runs() == 2
+    assert "skip (done:" in stage("b") and runs() == 2
+    conf.write_text("lr: 2\n")
+    assert "rerunning" in stage("b") and runs() == 3
+    (tmp_path / ".done.x").write_text("")  # a marker from before markers recorded their command
+    assert "older mlma" in stage("c") and runs() == 3
+
+
 # ---------------------------------------------------------------------------------------------- shellcheck
 
 
