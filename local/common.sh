@@ -37,7 +37,8 @@ stage_signature() {
 
 run_once() {
   # run_once MARKER CMD...   runs CMD unless MARKER records this same command (and the same small input
-  # files) as done; writes the record after success. A changed command or config reruns the stage.
+  # files) as done; writes the record after success. A changed command or config reruns the stage and
+  # every stage whose marker in the same directory was written after it.
   local marker=$1; shift
   local signature
   signature=$(stage_signature "$@")
@@ -52,6 +53,9 @@ run_once() {
     fi
     log "rerunning: the command or its config changed since $marker was written"
     diff <(cat "$marker") <(echo "$signature") | grep '^[<>]' | sed 's/^/    /' >&2 || true
+    # stages that finished after this one used its old output: their markers go too, so they rerun
+    find "$(dirname "$marker")" -maxdepth 1 -name '.done.*' -newer "$marker" ! -name '*.tmp' \
+      -printf '    later stage reruns too: %f\n' -delete >&2
     rm -f "$marker"
   fi
   "$@"

@@ -364,7 +364,8 @@ def test_recipe_calls_only_existing_cli_options(script):
 
 # ------------------------------------------------------------------------------------------ stage markers
 def test_run_once_reruns_a_stage_when_its_command_or_config_changes(tmp_path):
-    """local/common.sh run_once: same command and config -> skip; a changed option or config file -> rerun."""
+    """local/common.sh run_once: same command and config -> skip; a changed option or config file -> rerun,
+    and the stages after it in the same directory rerun too."""
     conf = tmp_path / "conf.yaml"
     conf.write_text("lr: 1\n")
     count = tmp_path / "count"
@@ -372,7 +373,9 @@ def test_run_once_reruns_a_stage_when_its_command_or_config_changes(tmp_path):
     script.write_text(f"""set -euo pipefail
 . "{REPO}/local/common.sh"
 work() {{ echo run >> "{count}"; }}
+later() {{ echo later >> "{count}.later"; }}
 run_once "{tmp_path}/.done.x" work --opt "$1" "{conf}"
+run_once "{tmp_path}/.done.y" later
 """)
 
     def stage(opt: str) -> str:
@@ -386,6 +389,8 @@ run_once "{tmp_path}/.done.x" work --opt "$1" "{conf}"
     assert "skip (done:" in stage("a") and runs() == 1
     out = stage("b")
     assert "rerunning: the command or its config changed" in out and "--opt" in out and runs() == 2
+    assert "later stage reruns too: .done.y" in out  # its input (x's output) changed
+    assert len((tmp_path / "count.later").read_text().splitlines()) == 2
     assert "skip (done:" in stage("b") and runs() == 2
     conf.write_text("lr: 2\n")
     assert "rerunning" in stage("b") and runs() == 3
