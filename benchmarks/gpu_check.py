@@ -298,6 +298,7 @@ def main() -> None:
         env["triton"] = triton.__version__
     except ImportError:
         env["triton"] = None
+    env["triton_f32_default"] = os.environ.get("TRITON_F32_DEFAULT")  # "ieee": no TF32 in Triton's fp32 dots
     env.update({f"mamba_ssm_{k}": v for k, v in backends.describe().items()})
     print("[env]", json.dumps(env), flush=True)
     rep.save()

@@ -403,6 +403,7 @@ run_once "{tmp_path}/.done.y" later
 
 def _shell_scripts() -> List[Path]:
     found = set(REPO.glob("egs/**/*.sh")) | set(REPO.glob("local/*.sh")) | set(REPO.glob("tools/*.sh"))
+    found |= set(REPO.glob("benchmarks/*.sh"))
     if (REPO / ".ci/run").is_file():
         found.add(REPO / ".ci/run")
     return sorted(p for p in found if ".venv" not in p.parts)

@@ -12,7 +12,7 @@ Math (per batch b, channel d, state n):
 All arithmetic is float32 internally (bfloat16 / float16 inputs are upcast).
 
 Implementations behind :func:`selective_scan` (:func:`scan_implementation` says which one runs):
-- "c-kernel": CPU tensors, d_state <= 64, a C compiler at first use (``scan_cpu_kernel``): the whole
+- "c-kernel": CPU tensors, d_state <= 64, a C compiler (system or zig cc) at first use (``scan_cpu_kernel``): the whole
   scan fused per (batch, channel) row, forward and hand-written backward, threads over channels.
 - "torch-chunked": everything else (CUDA without mamba-ssm, no compiler, ``MLMA_SCAN_KERNEL=0``):
   per chunk of TORCH_CHUNK steps, the state-independent terms are computed vectorised and the
