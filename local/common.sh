@@ -25,7 +25,8 @@ in_stage() {
 
 stage_signature() {
   # stage_signature CMD...   the command line, plus a checksum of each argument that names a small file
-  # (configs, tokenizer models): what decides whether a finished stage is still up to date
+  # (configs, tokenizer models): what decides whether a finished stage is still up to date. Written after
+  # the stage succeeded, so the files it wrote itself (e.g. averaged.pt) are recorded as it left them.
   printf '%q ' "$@"; echo
   local arg
   for arg in "$@"; do
@@ -40,13 +41,13 @@ run_once() {
   # files) as done; writes the record after success. A changed command or config reruns the stage and
   # every stage whose marker in the same directory was written after it.
   local marker=$1; shift
-  local signature
-  signature=$(stage_signature "$@")
   if [ -f "$marker" ]; then
     if [ ! -s "$marker" ]; then
-      log "skip (done: $marker; written by an older mlma without a record, delete it to rerun)"
+      log "skip (done: $marker; an empty marker from before markers recorded their command: delete it to rerun)"
       return 0
     fi
+    local signature
+    signature=$(stage_signature "$@")
     if [ "$(cat "$marker")" = "$signature" ]; then
       log "skip (done: $marker)"
       return 0
@@ -60,5 +61,5 @@ run_once() {
   fi
   "$@"
   mkdir -p "$(dirname "$marker")"
-  echo "$signature" > "$marker.tmp" && mv "$marker.tmp" "$marker"
+  stage_signature "$@" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
