@@ -1,7 +1,8 @@
 """Run under .venv-k2 (Python 3.9, torch 1.13.1, k2): k2 and kaldi-decoder must find the same best path.
 
 For several random lexicons / n-gram LMs (orders 1-3) and batches of random CTC log-probs of varied lengths,
-decodes with both backends on the same HLG and compares words, token sequences and total scores.
+decodes with both backends on the same HLG (standard and compact CTC topologies in turn) and compares words,
+token sequences and total scores.
 Prints one JSON line {"cases": n, "mismatches": [...]} and exits 1 on any mismatch.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main() -> int:
         sents = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 6))) for _ in range(80)]
         arpa = tmp / f"lm{seed}.arpa"
         write_arpa(sents, arpa, order=1 + seed % 3)
-        graph = build_graph(arpa, lambda w: [ord(c) - 96 for c in w], V)
+        graph = build_graph(arpa, lambda w: [ord(c) - 96 for c in w], V, topo=("standard", "compact")[seed % 2])
         lm_scale = [1.0, 0.5, 2.0][seed % 3]
         kaldi = KaldiWfstDecoder(graph, beam=1000.0, max_active=10 ** 6, lm_scale=lm_scale)
         decoders = {

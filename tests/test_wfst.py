@@ -31,10 +31,15 @@ def frames(spec, vocab=V, floor=1e-3):
     return lp
 
 
-def graph_for(tmp_path, sentences, name="g"):
+def graph_for(tmp_path, sentences, name="g", topo="standard"):
     arpa = tmp_path / f"{name}.arpa"
     write_arpa(sentences, arpa, order=2)
-    return build_graph(arpa, spell, V, out_dir=tmp_path / name)
+    return build_graph(arpa, spell, V, out_dir=tmp_path / name, topo=topo)
+
+
+@pytest.fixture(params=["standard", "compact"])
+def topo(request):
+    return request.param
 
 
 def test_disambiguation_of_prefixes_and_homophones():
@@ -44,8 +49,8 @@ def test_disambiguation_of_prefixes_and_homophones():
     assert k == 2
 
 
-def test_wfst_decodes_expected_words(tmp_path):
-    g = graph_for(tmp_path, ["ab cd", "cd ab", "a cd", "ad"])
+def test_wfst_decodes_expected_words(tmp_path, topo):
+    g = graph_for(tmp_path, ["ab cd", "cd ab", "a cd", "ad"], topo=topo)
     # "ab" "cd" with blanks and repeated frames:  a a b _ c d d
     lp = frames([{1: 0.9}, {1: 0.9}, {2: 0.9}, {0: 0.9}, {3: 0.9}, {4: 0.9}, {4: 0.9}])
     res = KaldiWfstDecoder(g, beam=16.0).decode(lp)
@@ -59,16 +64,33 @@ def test_wfst_decodes_expected_words(tmp_path):
     assert KaldiWfstDecoder(g2).decode(lp).words == ["ab", "cd"]
 
 
-def test_wfst_prefers_lm_likely_word_over_acoustically_equal_one(tmp_path):
+def test_wfst_prefers_lm_likely_word_over_acoustically_equal_one(tmp_path, topo):
     # second token is b or d with equal probability: "ab" vs "ad" is decided by the LM alone
     lp = frames([{1: 0.9}, {2: 0.45, 4: 0.45}, {0: 0.9}])
-    g_ab = graph_for(tmp_path, ["ab"] * 9 + ["ad"], "ab")
-    g_ad = graph_for(tmp_path, ["ad"] * 9 + ["ab"], "ad")
+    g_ab = graph_for(tmp_path, ["ab"] * 9 + ["ad"], "ab", topo)
+    g_ad = graph_for(tmp_path, ["ad"] * 9 + ["ab"], "ad", topo)
     assert KaldiWfstDecoder(g_ab).decode(lp).words == ["ab"]
     assert KaldiWfstDecoder(g_ad).decode(lp).words == ["ad"]
     # with a strong acoustic preference the acoustics win over the LM (lm_scale small)
     lp2 = frames([{1: 0.9}, {2: 0.2, 4: 0.75}, {0: 0.9}])
     assert KaldiWfstDecoder(g_ab, lm_scale=0.05).decode(lp2).words == ["ad"]
+
+
+def test_ctc_topologies_sizes_and_repeat_rule(tmp_path):
+    from mlma_cli.decode.wfst import ctc_topo, fst_arcs
+
+    for vocab in (2, 5, 40):
+        std, _ = fst_arcs(ctc_topo(vocab, "standard"))
+        compact, finals = fst_arcs(ctc_topo(vocab, "compact"))
+        assert len(std) == vocab * vocab and len(compact) == 1 + 3 * (vocab - 1) and len(finals) == vocab
+    with pytest.raises(ValueError, match="topo"):
+        ctc_topo(5, "minimal")
+    # two frames of "a" without a blank: CTC collapses them to one "a"; the compact topology may also read
+    # them as "a a", so a lexicon with only the word "aa" is reachable there and not in the standard graph
+    lp = frames([{1: 0.9}, {1: 0.9}])
+    assert KaldiWfstDecoder(graph_for(tmp_path, ["aa"], "c", "compact")).decode(lp).words == ["aa"]
+    assert KaldiWfstDecoder(graph_for(tmp_path, ["aa"], "s", "standard")).decode(lp).words != ["aa"]
+    assert load_graph(tmp_path / "c").meta["ctc_topo"] == "compact"
 
 
 def test_wfst_rejects_wrong_vocab(tmp_path):

@@ -28,6 +28,7 @@ token_type=char                        # the reference recipe uses characters (3
 vocab_size=500                         # ignored for char
 use_lm=false                           # stage 3: word 3-gram on the training transcripts + HLG graph
 lm_order=3
+ctc_topo=standard                      # H of the graph: standard (exact CTC) or compact (3V arcs, big vocabularies)
 models="conmamba_paper conformer_paper"  # conf/train_<name>.yaml; small sizes: conmamba_small conformer_small
 ngpu=auto                              # GPUs for training (auto: all visible); >1 runs torchrun DDP
 train_opts=""                          # extra `mlma train` arguments, e.g. "--set train.max_epochs=10"
@@ -76,7 +77,7 @@ if in_stage 3 && [ "$use_lm" = true ]; then
   run_once "$data/.done.lm" mlma lm train --out "$data/lm/en/lm.arpa" --data-dir "$data" \
     --datasets "$(join_by , "${train_sets[@]}")" --order "$lm_order"
   run_once "$data/.done.graph" mlma lm graph --arpa "$data/lm/en/lm.arpa" --tokenizer "$tokenizer" \
-    --out-dir "$data/graph/en"
+    --out-dir "$data/graph/en" --topo "$ctc_topo"
 fi
 
 for model in $models; do

@@ -40,6 +40,7 @@ token_alpha=0.3                        # tokenizer text balance: n_l^alpha (0 = 
 lang_tags=false                        # add <en> <de> ... pieces (MLMA itself needs no language id)
 use_lm=false                           # stage 3: a word 3-gram per language on its training text + HLG graph
 lm_order=3
+ctc_topo=standard                      # H of the graph: standard (exact CTC) or compact (3V arcs, big vocabularies)
 models="conmamba_paper conformer_paper"  # conf/train_<name>.yaml; small sizes: conmamba_small conformer_small
 ngpu=auto                              # GPUs for training (auto: all visible); >1 runs torchrun DDP
 train_opts=""                          # extra `mlma train` arguments, e.g. "--set data.alpha=0.5"
@@ -132,7 +133,7 @@ if in_stage 3 && [ "$use_lm" = true ]; then
     run_once "$data/.done.lm.$l" mlma lm train --out "$data/lm/$l/lm.arpa" --data-dir "$data" \
       --datasets "$(join_by , "${l_sets[@]}")" --order "$lm_order"
     run_once "$data/.done.graph.$l" mlma lm graph --arpa "$data/lm/$l/lm.arpa" --tokenizer "$tokenizer" \
-      --out-dir "$data/graph/$l"
+      --out-dir "$data/graph/$l" --topo "$ctc_topo"
   done
 fi
 

@@ -200,6 +200,8 @@ def lm_graph(
     out_dir: Path = typer.Option(..., help="Graph directory to write (HLG.fst, G.fst, words.txt, ...)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Take the tokenizer from this checkpoint."),
     tokenizer: Optional[Path] = typer.Option(None, help="Or from this SentencePiece model."),
+    topo: str = typer.Option("standard", help="CTC topology of H: standard (exact CTC, V^2 arcs) or compact "
+                                              "(3V arcs, for vocabularies of thousands of tokens)."),
 ) -> None:
     """Build G from the ARPA file (kaldilm) and the decoding graph HLG (kaldifst) for a tokenizer."""
     from mlma_cli.decode.wfst import build_graph_for_tokenizer
@@ -214,8 +216,12 @@ def lm_graph(
         from mlma_cli.data.tokenizer import Tokenizer
 
         tok = Tokenizer.load(tokenizer)
-    g = build_graph_for_tokenizer(arpa, tok, out_dir)
-    typer.echo(f"wrote {out_dir}: HLG {g.num_states} states, {g.meta['num_words']} words")
+    from mlma_cli.decode.wfst import TOPOLOGIES
+
+    if topo not in TOPOLOGIES:
+        raise MlmaError(f"--topo {topo}: expected one of {', '.join(TOPOLOGIES)}")
+    g = build_graph_for_tokenizer(arpa, tok, out_dir, topo=topo)
+    typer.echo(f"wrote {out_dir}: HLG {g.num_states} states, {g.meta['num_words']} words ({topo} CTC topology)")
 
 
 def report(

@@ -9,8 +9,9 @@ Label spaces:
 Construction: G from ARPA (kaldilm, back-off arcs on #0, `<s>`/`</s>` as epsilons); L with a loop state, word
 output on the first token arc and #k appended to token sequences that are duplicated or a prefix of another
 word's sequence; LG = compose(L, G), determinized (determinize_star, log semiring) and minimized
-(minimize_encoded); its disambiguation inputs become epsilons; HLG = compose(H, LG) with H the standard CTC
-topology (one state per token, blank state 0, every state final). The graph directory holds:
+(minimize_encoded); its disambiguation inputs become epsilons; HLG = compose(H, LG) with H the CTC topology
+(standard: one state per token, blank state 0, V^2 arcs; or compact, 3V arcs; see `ctc_topo`). The graph
+directory holds:
 
     HLG.fst  G.fst  words.txt  lexicon.txt  meta.json
 """
@@ -90,17 +91,33 @@ def _build_fst(arcs, finals, start: int = 0):
     return fst
 
 
-def ctc_topo(vocab_size: int):
-    """Standard CTC topology H: input token id + 1, output token id + 1 on the first frame of a token, else 0.
+TOPOLOGIES = ("standard", "compact")
 
-    States: 0 after blank (start), s = token s after emitting it; all final. (V^2 arcs.)
+
+def ctc_topo(vocab_size: int, topo: str = "standard"):
+    """CTC topology H: input token id + 1, output token id + 1 once per emitted token, else 0 (epsilon).
+
+    "standard": exactly CTC's collapse rule. State 0 after blank (start), state s after token s; from every
+    state every token (V^2 arcs): fine to a few thousand tokens.
+    "compact": 3V arcs. State 0 loops on blank; token t enters state t (output t), which loops on t and
+    leaves to 0 on epsilon. It accepts every CTC path, and also reads a repeat without a blank between as
+    two tokens, leaving the choice to the lexicon and LM (the token FST of Eesen, the idea behind k2's
+    modified topology). For large vocabularies, where the standard H becomes too big to compose.
+    All states final.
     """
+    if topo not in TOPOLOGIES:
+        raise ValueError(f"topo={topo!r}, expected one of {', '.join(TOPOLOGIES)}")
+    arcs = [(0, 0, 1, 0, 0.0)]  # blank loop at the start state
+    if topo == "compact":
+        for t in range(1, vocab_size):
+            arcs += [(0, t, t + 1, t + 1, 0.0), (t, t, t + 1, 0, 0.0), (t, 0, 0, 0, 0.0)]
+        return _build_fst(arcs, {s: 0.0 for s in range(vocab_size)})
     if vocab_size > 2000:
-        log.warning("CTC topology for %d tokens has %d arcs; graph building will be slow and large",
-                    vocab_size, vocab_size * vocab_size)
-    arcs = []
-    for s in range(vocab_size):
+        log.warning("standard CTC topology for %d tokens has %d arcs; graph building will be slow and large "
+                    "(`mlma lm graph --topo compact` has %d)", vocab_size, vocab_size * vocab_size, 3 * vocab_size)
+    for s in range(1, vocab_size):
         arcs.append((s, 0, 1, 0, 0.0))  # blank
+    for s in range(vocab_size):
         for t in range(1, vocab_size):
             arcs.append((s, t, t + 1, 0 if t == s else t + 1, 0.0))
     return _build_fst(arcs, {s: 0.0 for s in range(vocab_size)})
@@ -200,6 +217,7 @@ def build_graph(
     out_dir: Optional[Path] = None,
     meta: Optional[dict] = None,
     skip_tokens: Sequence[int] = (),
+    topo: str = "standard",
 ) -> Graph:
     """Build HLG for the words of the ARPA LM.
 
@@ -210,8 +228,11 @@ def build_graph(
         out_dir: when given, HLG.fst, G.fst, words.txt, lexicon.txt, meta.json are written there.
         meta: extra metadata (e.g. tokenizer checksum) stored in meta.json.
         skip_tokens: token ids accepted between words without output (the tokenizer's language tags).
+        topo: CTC topology of H, "standard" or "compact" (see :func:`ctc_topo`).
     """
     kf = _kaldifst()
+    if topo not in TOPOLOGIES:
+        raise ValueError(f"topo={topo!r}, expected one of {', '.join(TOPOLOGIES)}")
     with tempfile.TemporaryDirectory() as tmp:
         words_txt = Path(tmp) / "words.txt"
         G = g_fst_from_arpa(arpa, words_txt)
@@ -240,7 +261,7 @@ def build_graph(
     LG = _relabel(LG, lambda i: 0 if i > vocab_size else i)  # disambiguation symbols -> epsilon
     kf.rmepsilon(LG)
     kf.arcsort(LG, sort_type="ilabel")
-    H = ctc_topo(vocab_size)
+    H = ctc_topo(vocab_size, topo)
     kf.arcsort(H, sort_type="olabel")
     HLG = kf.compose(H, LG)
     HLG = kf.StdVectorFst(HLG) if not isinstance(HLG, kf.StdVectorFst) else HLG
@@ -250,7 +271,7 @@ def build_graph(
         raise MlmaError(f"{arpa}: the decoding graph came out empty (LM and lexicon share no path)")
     info = dict(meta or {})
     info.update({"vocab_size": vocab_size, "arpa": str(arpa), "num_words": len(lexicon),
-                 "num_disambig": max_k, "hlg_states": HLG.num_states})
+                 "num_disambig": max_k, "hlg_states": HLG.num_states, "ctc_topo": topo})
     id2word = {i: w for w, i in word_ids.items()}
     if out_dir is not None:
         out = Path(out_dir)
@@ -346,7 +367,8 @@ class KaldiWfstDecoder:
         return WfstResult(words, list(osyms), tokens, cost)
 
 
-def build_graph_for_tokenizer(arpa: Path, tokenizer, out_dir: Optional[Path] = None) -> Graph:
+def build_graph_for_tokenizer(arpa: Path, tokenizer, out_dir: Optional[Path] = None,
+                              topo: str = "standard") -> Graph:
     """HLG whose lexicon spells each LM word with `tokenizer` (mlma_cli.data.tokenizer.Tokenizer).
 
     Words containing pieces the tokenizer does not know (<unk>, id 1) are left out; language tags are
@@ -360,4 +382,4 @@ def build_graph_for_tokenizer(arpa: Path, tokenizer, out_dir: Optional[Path] = N
 
     tags = [tokenizer.tag_id(lang) for lang in LANGUAGES] if tokenizer.lang_tags else []
     meta = {"tokenizer_sha256": tokenizer_checksum(tokenizer.to_bytes()), "lang_tags": bool(tags)}
-    return build_graph(arpa, spell, tokenizer.vocab_size, out_dir=out_dir, meta=meta, skip_tokens=tags)
+    return build_graph(arpa, spell, tokenizer.vocab_size, out_dir=out_dir, meta=meta, skip_tokens=tags, topo=topo)
