@@ -172,9 +172,9 @@ def test_mamba_ssm_kernels_import_without_package_init(tmp_path, monkeypatch):
             del sys.modules[key]
 
 
-def _mamba_ssm_simple(monkeypatch):
-    """mamba-ssm's own Mamba module (mamba_simple) importable on CPU: its CUDA / Triton imports stubbed and its
-    slow path's selective_scan_fn replaced by mamba-ssm's pure-torch selective_scan_ref (see scan_helpers)."""
+def _bare_mamba_ssm(monkeypatch):
+    """mamba-ssm's source importable on CPU: its package __init__ (which loads the CUDA extension) skipped, the
+    extension stubbed; everything undone after the test (monkeypatch). Skips or fails as scan_helpers says."""
     import importlib.util
     import sys
     import types
@@ -189,20 +189,69 @@ def _mamba_ssm_simple(monkeypatch):
         mamba_ssm_unavailable("mamba-ssm (installed or its source in .cache/mamba-ssm-src) and einops not importable")
     for key in [k for k in sys.modules if k == "mamba_ssm" or k.startswith("mamba_ssm.")]:
         monkeypatch.delitem(sys.modules, key)
-    pkg = importlib.util.module_from_spec(spec)         # skip mamba_ssm/__init__.py (imports CUDA extension)
+    pkg = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "mamba_ssm", pkg)
     monkeypatch.setitem(sys.modules, "selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+
+
+def _import_or_unavailable(name):
+    import importlib
+
+    from scan_helpers import mamba_ssm_unavailable
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        mamba_ssm_unavailable(f"{name} not importable on CPU: {err}")
+
+
+def _mamba_ssm_simple(monkeypatch):
+    """mamba-ssm's own Mamba module (mamba_simple) on CPU: its Triton layer norm stubbed and its slow path's
+    selective_scan_fn replaced by mamba-ssm's pure-torch selective_scan_ref (see scan_helpers)."""
+    import sys
+    import types
+
+    _bare_mamba_ssm(monkeypatch)
     fake_ln = types.ModuleType("mamba_ssm.ops.triton.layer_norm")  # Triton-only module
     fake_ln._layer_norm_fwd = fake_ln.RMSNorm = fake_ln.layer_norm_fn = fake_ln.rms_norm_fn = None
     monkeypatch.setitem(sys.modules, "mamba_ssm.ops.triton.layer_norm", fake_ln)
-    try:
-        ms = importlib.import_module("mamba_ssm.modules.mamba_simple")
-        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-    except ImportError as err:
-        mamba_ssm_unavailable(f"mamba-ssm not importable on CPU: {err}")
+    ms = _import_or_unavailable("mamba_ssm.modules.mamba_simple")
+    ssi = _import_or_unavailable("mamba_ssm.ops.selective_scan_interface")
     monkeypatch.setattr(ms, "selective_scan_fn", ssi.selective_scan_ref)
     monkeypatch.setattr(ms, "causal_conv1d_fn", None)
     return ms
+
+
+def _mamba_ssm_mamba2(monkeypatch):
+    """mamba-ssm's Mamba2 module on CPU: its Triton SSD scan and gated RMSNorm replaced by mamba-ssm's own
+    pure-torch references (ssd_chunk_scan_combined_ref, rms_norm_ref); the Hub mixin stubbed if missing."""
+    import importlib.util
+    import sys
+    import types
+
+    _bare_mamba_ssm(monkeypatch)
+    if importlib.util.find_spec("huggingface_hub") is None:
+        hub = types.ModuleType("huggingface_hub")
+        hub.PyTorchModelHubMixin = type("PyTorchModelHubMixin", (), {})
+        monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    m2 = _import_or_unavailable("mamba_ssm.modules.mamba2")
+    ssd = _import_or_unavailable("mamba_ssm.ops.triton.ssd_combined")
+    lng = _import_or_unavailable("mamba_ssm.ops.triton.layernorm_gated")
+
+    def scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False, seq_idx=None,
+             cu_seqlens=None, return_final_states=False, return_varlen_states=False, **kw):
+        assert seq_idx is None and cu_seqlens is None and not return_final_states and not kw
+        return ssd.ssd_chunk_scan_combined_ref(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
+                                               dt_softplus=dt_softplus)
+
+    def norm_forward(self, x, z=None):
+        return lng.rms_norm_ref(x, self.weight, self.bias, z=z, eps=self.eps, group_size=self.group_size,
+                                norm_before_gate=self.norm_before_gate)
+
+    monkeypatch.setattr(m2, "mamba_chunk_scan_combined", scan)
+    monkeypatch.setattr(m2, "causal_conv1d_fn", None)
+    monkeypatch.setattr(lng.RMSNorm, "forward", norm_forward)
+    return m2
 
 
 def test_bimamba_equals_mamba_ssm_modules_on_same_weights(monkeypatch):
@@ -227,3 +276,17 @@ def test_bimamba_equals_mamba_ssm_modules_on_same_weights(monkeypatch):
         bi.load_state_dict(state, strict=True)
         expected = 0.5 * (ref_f(x) + ref_b(x.flip(1)).flip(1))   # out_proj is linear and bias-free
         assert torch.allclose(bi(x, torch.tensor([23, 23])), expected, atol=1e-5)
+
+
+def test_mamba2_mixer_equals_mamba_ssm_mamba2_on_same_weights(monkeypatch):
+    """mamba-ssm's Mamba2 weights load strictly into our unidirectional mixer and give the same output."""
+    m2 = _mamba_ssm_mamba2(monkeypatch)
+    torch.manual_seed(0)
+    ref = m2.Mamba2(32, d_state=8, d_conv=4, expand=2, headdim=16, chunk_size=8, use_mem_eff_path=False)
+    ours = mamba2(bidirectional=False)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 24, 32)   # the reference needs whole chunks
+    with torch.no_grad():
+        expected = ref(x)
+        assert torch.allclose(ours(x), expected, atol=1e-5), (ours(x) - expected).abs().max()
+        assert torch.allclose(ours(x, torch.tensor([24, 24])), expected, atol=1e-5)
