@@ -105,8 +105,11 @@ def fleurs_row(uid: int, name: str, text: str, num_samples: int) -> str:
     return f"{uid}\t{name}\t{text}\t{text.lower()}\t{chars}\t{num_samples}\tFEMALE\n"
 
 
-def make_fleurs(root: Path, langs: Sequence[str] = ("de",), per_split: int = 2, sr: int = 16000) -> Path:
-    """HF FLEURS layout with 16 kHz wav (``sr`` may differ to test resampling)."""
+def make_fleurs(root: Path, langs: Sequence[str] = ("de",), per_split: int = 2, sr: int = 16000,
+                layout: str = "hf") -> Path:
+    """FLEURS with 16 kHz wav (``sr`` may differ to test resampling). layout "hf": the hub release,
+    ``<code>/{split}.tsv`` + ``<code>/audio/<split>/``; "lhotse": what lhotse's download_fleurs writes,
+    ``<code>/<split>/*.wav`` + ``metadata/<code>/<split>.tsv`` (and its completion marker)."""
     for lang in langs:
         cdir = root / FLEURS_CODES[lang]
         for s, split in enumerate(("train", "dev", "test")):
@@ -115,9 +118,14 @@ def make_fleurs(root: Path, langs: Sequence[str] = ("de",), per_split: int = 2, 
                 text = SENTENCES[lang][(s + i + 1) % 4]
                 name = f"{1000 + 10 * s + i}.wav"
                 x = speech(text, lang, sr)
-                write_audio(cdir / "audio" / split / name, x, sr)
+                audio_dir = cdir / "audio" / split if layout == "hf" else cdir / split
+                write_audio(audio_dir / name, x, sr)
                 lines.append(fleurs_row(1000 + i, name, text.capitalize() + ".", len(x)))
-            (cdir / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
+            tsv = cdir / f"{split}.tsv" if layout == "hf" else root / "metadata" / FLEURS_CODES[lang] / f"{split}.tsv"
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            tsv.write_text("".join(lines), encoding="utf-8")
+        if layout == "lhotse":
+            (cdir / f".{FLEURS_CODES[lang]}_completed").touch()
     return root
 
 

@@ -66,6 +66,19 @@ def test_fleurs_hf_layout_maps_codes(tmp_path):
     assert s.gender == "FEMALE"
 
 
+def test_fleurs_lhotse_download_layout(tmp_path):
+    """lhotse's download_fleurs layout: <code>/<split>/*.wav with the tsv files under metadata/<code>/."""
+    root = cf.make_fleurs(tmp_path / "fleurs", ("nl", "it"), per_split=2, layout="lhotse")
+    assert not (root / "nl_nl" / "test.tsv").exists() and (root / "metadata" / "nl_nl" / "test.tsv").is_file()
+    rep = prepare_corpus("fleurs", root, tmp_path / "data", langs=["nl", "it"], splits=["dev", "test"])
+    assert sorted((r.lang, r.split) for r in rep.rows) == [("it", "dev"), ("it", "test"), ("nl", "dev"), ("nl", "test")]
+    assert rep.utterances == 8 and rep.num_bad == 0
+    recs, sups, _ = _load(tmp_path / "data", "fleurs", "nl", "test")
+    s = next(iter(sups))
+    assert s.language == "nl" and s.text[0].isupper() and s.gender == "FEMALE"
+    assert all(r.sources[0].source.startswith(str(root / "nl_nl" / "test")) for r in recs)
+
+
 def test_mls_and_voxpopuli(tmp_path):
     cf.make_mls(tmp_path / "mls", "de", per_split=1, opus=True)
     rep = prepare_corpus("mls", tmp_path / "mls", tmp_path / "data")
