@@ -46,3 +46,18 @@ def test_mini_recipe_rejects_unknown_option():
     out = subprocess.run(["bash", str(RUN), "--no-such-option", "1"], capture_output=True, text=True)
     assert out.returncode != 0
     assert "unknown option --no-such-option" in out.stderr
+
+
+@pytest.mark.slow
+def test_mini_recipe_full_setting_learns(tmp_path):
+    """The README's main job at its default setting (about 18 min on 2 cores, hence opt-in with -m slow): the
+    tiny ConMamba must reach the accuracy recorded in egs/mini/RESULTS.md (12-23% WER per language with prefix
+    beam search) with margin, in every language."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run(["bash", str(RUN), "--models", "conmamba_tiny", "--data", str(tmp_path / "data"),
+                          "--exp", str(tmp_path / "exp")], capture_output=True, text=True, env=env, timeout=3600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "exp" / "conmamba_tiny" / "report" / "report.json").read_text())
+    beam = {c["lang"]: c["wer"] for c in report["cells"] if "prefix-beam" in c.get("setting", "")}
+    assert set(beam) == {"en", "de", "fr", "es", "it", "nl"}, report["cells"][:3]
+    assert all(w < 35.0 for w in beam.values()), beam

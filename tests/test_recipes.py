@@ -3,8 +3,8 @@ miniature corpora in the real layouts (tests/corpus_fixtures.py), pointed at thr
 and writing into tmp dirs (--data/--exp); reruns skip finished stages; every shell script passes shellcheck.
 
 The four data-stage runs start together (module fixture) so the suite stays fast on 2 cores; each test then
-checks its own run. The full pipeline (train ... report) of egs/librispeech, then egs/fleurs on its checkpoint,
-is a `-m slow` test.
+checks its own run. The full pipeline (LM, train ... report) of egs/librispeech, then egs/fleurs on its checkpoint,
+runs too (about 30 s with the tiny model).
 """
 from __future__ import annotations
 
@@ -438,19 +438,18 @@ def test_shellcheck(script):
     assert p.returncode == 0, f"shellcheck {script}:\n{p.stdout}"
 
 
-# ---------------------------------------------------------------------------------------------- slow
+# ------------------------------------------------------------------------------------------- full recipes
 
 
-@pytest.mark.slow
 @needs_espeak
 def test_librispeech_and_fleurs_recipes_end_to_end_tiny(tmp_path):
-    """Every stage of egs/librispeech (train ... report) with the tiny model for a few steps on CPU, then
-    egs/fleurs evaluating the averaged checkpoint (decode, score, report)."""
+    """Every stage of egs/librispeech (LM + compact-topology graph, train ... WFST decode ... report) with the tiny
+    model for a few steps on CPU, then egs/fleurs evaluating the averaged checkpoint (decode, score, report)."""
     ls = cf.make_librispeech(tmp_path / "ls", {"train-clean-100": 4, "dev-clean": 2, "test-clean": 2, "test-other": 2})
     data, exp = tmp_path / "data", tmp_path / "exp"
     args = ["--data", str(data), "--exp", str(exp), "--nj", "1", "--train-parts", "train-clean-100",
             "--dev-parts", "dev-clean", "--models", "conmamba_small", "--ngpu", "0", "--avg", "1",
-            "--avg-select", "last", "--beam", "2",
+            "--avg-select", "last", "--beam", "2", "--use-lm", "true", "--ctc-topo", "compact",
             "--train-opts", "--model conmamba-tiny --max-steps 2 --set train.valid_every=1 --set train.checkpoint_every=1 "
                             "--set data.max_duration=30 --set data.num_workers=0 --set train.progress=false"]
     _ok(_run(EGS / "librispeech/run.sh", args, _env(LIBRISPEECH=str(ls))), "egs/librispeech/run.sh (all stages)")
@@ -458,6 +457,8 @@ def test_librispeech_and_fleurs_recipes_end_to_end_tiny(tmp_path):
     assert (report / "report.md").is_file() and (report / "report.json").is_file()
     cells = json.loads((report / "report.json").read_text())["cells"]
     assert {c["testset"] for c in cells} == {"librispeech/test-clean", "librispeech/test-other"}
+    assert json.loads((data / "graph" / "en" / "meta.json").read_text())["ctc_topo"] == "compact"
+    assert list((exp / "conmamba_small" / "decode").rglob("*wfst*")), "stage 3's graph was not used by a wfst decode"
     # FLEURS evaluates that checkpoint: decode, score and report per language
     fl = cf.make_fleurs(tmp_path / "fleurs", ("en",), per_split=2)
     args = ["--data", str(tmp_path / "fl_data"), "--exp", str(tmp_path / "fl_exp"), "--nj", "1", "--langs", "en",
