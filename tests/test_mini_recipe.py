@@ -50,7 +50,7 @@ def test_mini_recipe_rejects_unknown_option():
 
 @pytest.mark.slow
 def test_mini_recipe_full_setting_learns(tmp_path):
-    """The README's main job at its default setting (about 18 min on 2 cores, hence opt-in with -m slow): the
+    """The README's main job at its default setting, ConMamba only (about 9 min on 2 cores, hence -m slow): the
     tiny ConMamba must reach the accuracy recorded in egs/mini/RESULTS.md (12-23% WER per language with prefix
     beam search) with margin, in every language."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
