@@ -143,6 +143,19 @@ def test_scan_backend_choice_logged_and_cuda_refused_on_cpu(caplog):
         backends.selective_scan_for(x, "fast")
 
 
+def test_torch_scan_on_cuda_tensors_warns(caplog, monkeypatch):
+    """Without mamba-ssm, CUDA tensors take the PyTorch scan: allowed, but said loudly (it is slow there)."""
+    import types
+
+    monkeypatch.setattr(backends, "_cache", {"scan": (None, "mamba-ssm not importable: test")})
+    backends._logged.clear()
+    fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda"))
+    with caplog.at_level(logging.INFO, logger="mlma_cli.model.backends"):
+        backends.selective_scan_for(fake_cuda, "auto")
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "install mamba-ssm" in warned[0].getMessage()
+
+
 def test_mamba_ssm_kernels_import_without_package_init(tmp_path, monkeypatch):
     """A mamba-ssm whose __init__ fails (no compiled selective_scan_cuda) still yields its Triton SSD kernel."""
     import sys

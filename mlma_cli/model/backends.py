@@ -93,11 +93,11 @@ def _load_cuda_ssd() -> Tuple[Optional[Callable], str]:
     return _cache["ssd"]
 
 
-def _log_once(op: str, choice: str, reason: str) -> None:
+def _log_once(op: str, choice: str, reason: str, level: int = logging.INFO) -> None:
     key = (op, choice, reason)
     if key not in _logged:
         _logged.add(key)
-        log.info("%s: %s (%s)", op, choice, reason)
+        log.log(level, "%s: %s (%s)", op, choice, reason)
 
 
 def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) -> Callable:
@@ -115,7 +115,10 @@ def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) 
         raise MissingDependencyError(
             f"{op}: scan_backend=cuda but the mamba-ssm kernels cannot be used ({reason}); "
             f"install them with: {INSTALL_HINT}, or set scan_backend: auto")
-    _log_once(op, "torch", reason)
+    if x.is_cuda:  # works, but one small kernel per time step: far slower than mamba-ssm's fused kernels
+        _log_once(op, "torch", f"{reason}; slow on a GPU, install mamba-ssm: {INSTALL_HINT}", logging.WARNING)
+    else:
+        _log_once(op, "torch", reason)
     return torch_fn
 
 
