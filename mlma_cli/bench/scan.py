@@ -35,6 +35,7 @@ MLMA_KERNEL = "mlma selective_scan (C kernel)"
 MLMA_TORCH = "mlma selective_scan (pure PyTorch)"
 MAMBAPY = "mambapy parallel scan"
 MAMBA_SSM = "mamba-ssm selective_scan_ref"
+MLMA_KERNEL_ZIG = "mlma selective_scan (C kernel built by zig cc)"
 SSD_CHUNK = "mlma ssd_chunk_scan"
 SSD_SEQ = "ssd sequential loop"
 
@@ -124,8 +125,31 @@ def _ssd_fns() -> Dict[str, Callable]:
     return {SSD_CHUNK: ssd_chunk_scan, SSD_SEQ: ssd_sequential}
 
 
+def _mlma_zig() -> Optional[Callable]:
+    """The same C kernel built by zig cc (the ziglang wheel), when that is installed and is not already what
+    the default row uses: both compilers' builds side by side in one run."""
+    from mlma_cli.model import scan as scan_mod
+    from mlma_cli.model import scan_cpu_kernel as kernel
+
+    zig = [(label, cmd) for label, cmd in kernel.compiler_candidates() if label.startswith("zig cc")]
+    if not zig or kernel.built_with() in (None, zig[0][0]):
+        return None
+    lib = kernel.build_with(zig[0][1], zig[0][0])
+    if lib is None:
+        return None
+
+    def fn(u, delta, A, B, C, D, delta_bias):
+        default = kernel._lib
+        kernel._lib = lib  # load() returns it; the autograd node keeps it for the backward
+        try:
+            return scan_mod.selective_scan(u, delta, A, B, C, D, None, delta_bias, True)
+        finally:
+            kernel._lib = default
+    return fn
+
+
 def _row_fns() -> Dict[str, Optional[Callable]]:
-    return {MLMA_KERNEL: _mlma(False), MLMA_TORCH: _mlma(True), PLAIN: _plain(),
+    return {MLMA_KERNEL: _mlma(False), MLMA_KERNEL_ZIG: _mlma_zig(), MLMA_TORCH: _mlma(True), PLAIN: _plain(),
             MAMBAPY: _mambapy(), MAMBA_SSM: _mamba_ssm_ref()}
 
 
@@ -285,7 +309,8 @@ def run_scan_bench(
         table.add_column(col, justify="left" if col == "scan" else "right")
     for r in rows:
         if not r["available"]:
-            table.add_row(r["name"], "not installed", "", "", "", "", "")
+            why = "n/a (no 2nd compiler)" if r["name"] == MLMA_KERNEL_ZIG else "not installed"
+            table.add_row(r["name"], why, "", "", "", "", "")
             continue
         table.add_row(r["name"], _f(r["fwd_ms"]), _x(r.get("fwd_speedup_vs_plain")), _f(r["fwd_bwd_ms"]),
                       _x(r.get("fwd_bwd_speedup_vs_plain")), _f(r.get("peak_fwd_mb")), _f(r.get("peak_fwd_bwd_mb")))

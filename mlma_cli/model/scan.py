@@ -202,7 +202,7 @@ class _KernelScan(torch.autograd.Function):
         Bt, Ct = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (B, L, N): a step is contiguous
         y = scan_cpu_kernel.scan_fwd(lib, u, delta, A, Bt, Ct, D, z, delta_bias, softplus)
         ctx.save_for_backward(u, delta, A, Bt, Ct, D, z, delta_bias)
-        ctx.softplus = softplus
+        ctx.softplus, ctx.lib = softplus, lib  # the backward runs in the library that ran the forward
         return y
 
     @staticmethod
@@ -210,7 +210,7 @@ class _KernelScan(torch.autograd.Function):
     def backward(ctx, dy):
         u, delta, A, Bt, Ct, D, z, delta_bias = ctx.saved_tensors
         du, ddelta, dA, dBt, dCt, dD, dz, dbias = scan_cpu_kernel.scan_bwd(
-            scan_cpu_kernel.load(), u, delta, A, Bt, Ct, D, z, delta_bias, ctx.softplus, dy.float().contiguous())
+            ctx.lib, u, delta, A, Bt, Ct, D, z, delta_bias, ctx.softplus, dy.float().contiguous())
         return du, ddelta, dA, dBt.transpose(1, 2), dCt.transpose(1, 2), dD, dz, dbias, None
 
 

@@ -1,0 +1,72 @@
+"""The benchmark commands run end to end at toy shapes (their timings are never asserted: benchmarks are not
+tests), every row they promise is present, and the crossover logic picks the right length."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mlma_cli.bench.model import ModelBenchRow, crossover, run_model_bench
+from mlma_cli.bench.scan import MLMA_KERNEL, MLMA_KERNEL_ZIG, MLMA_TORCH, PLAIN, run_scan_bench
+from mlma_cli.model import scan_cpu_kernel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_scan_bench_rows_side_by_side(tmp_path):
+    out = tmp_path / "scan.json"
+    res = run_scan_bench(batch=1, d_inner=8, d_state=4, length=24, lengths=(12, 24), repeats=1, threads=1,
+                         memory=False, mamba_ssm_backward=False, ssd=True, ssd_heads=2, ssd_headdim=4, ssd_state=4,
+                         ssd_chunk=8, json_path=str(out))
+    assert json.loads(out.read_text())["shape"] == {"batch": 1, "d_inner": 8, "d_state": 4, "length": 24}
+    rows = {r["name"]: r for r in res["rows"]}
+    for name in (MLMA_KERNEL, MLMA_TORCH, PLAIN):
+        assert rows[name]["available"] and rows[name]["fwd_ms"] > 0 and rows[name]["fwd_bwd_ms"] > 0, name
+    assert rows[PLAIN]["fwd_speedup_vs_plain"] == 1.0
+    assert res["machine"]["scan_kernel_compiler"] == scan_cpu_kernel.built_with()
+    # the dev extra brings zig cc: with a system compiler too, its build gets a row of its own
+    assert rows[MLMA_KERNEL_ZIG]["available"] == (not scan_cpu_kernel.built_with().startswith("zig"))
+    assert [r["length"] for r in res["length_sweep"]] == [12, 24]
+    assert {r["name"] for r in res["ssd"]["rows"]} and all(r["fwd_ms"] > 0 for r in res["ssd"]["rows"])
+
+
+def test_zig_row_backward_runs_in_the_zig_library(monkeypatch):
+    """The kernel library that ran a forward also runs its backward, whatever load() returns by then."""
+    from mlma_cli.model.scan import selective_scan
+
+    lib = scan_cpu_kernel.load()
+    calls = []
+    real_bwd = scan_cpu_kernel.scan_bwd
+    monkeypatch.setattr(scan_cpu_kernel, "scan_bwd", lambda lib_, *a: calls.append(lib_) or real_bwd(lib_, *a))
+    u = torch.randn(1, 4, 9, requires_grad=True)
+    y = selective_scan(u, torch.rand(1, 4, 9), -torch.rand(4, 3), torch.randn(1, 3, 9), torch.randn(1, 3, 9))
+    monkeypatch.setattr(scan_cpu_kernel, "_lib", None)  # a different library (none) is current now
+    y.sum().backward()
+    assert calls == [lib] and u.grad is not None
+
+
+def test_model_bench_tiny_and_cli(tmp_path):
+    res = run_model_bench("tiny", seconds=(0.5,), device="cpu", variants=("conmamba", "conformer", "conmamba-mamba2"),
+                          repeats=1, budget_s=0.5)
+    assert {r["variant"] for r in res["rows"]} == {"conmamba", "conformer", "conmamba-mamba2"}
+    assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in res["rows"])
+    from mlma_cli.cli.main import app
+
+    out = tmp_path / "m.json"
+    r = CliRunner().invoke(app, ["bench", "model", "--size", "tiny", "--seconds", "0.5", "--device", "cpu",
+                                 "--repeats", "1", "--budget", "0.5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["rows"]
+
+
+def test_crossover_is_the_length_from_which_conmamba_always_wins():
+    def row(v, s, ms):
+        return ModelBenchRow(variant=v, size="tiny", device="cpu", seconds=s, frames=int(100 * s), params_m=1.0,
+                             fwd_ms=ms, fwdbwd_ms=ms, fwd_peak_mb=ms, fwdbwd_peak_mb=ms)
+    rows = [row("conmamba", 5, 2), row("conformer", 5, 1), row("conmamba", 20, 1), row("conformer", 20, 3),
+            row("conmamba", 60, 1), row("conformer", 60, 9)]
+    assert crossover(rows)["fwd_ms"] == 20
+    rows.append(row("conmamba", 180, 5))  # the Conformer skipped (too much memory): ConMamba wins
+    assert crossover(rows)["fwd_ms"] == 20
+    rows[0] = row("conmamba", 5, 0.5)
+    assert crossover(rows)["fwd_ms"] == 5
