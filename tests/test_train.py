@@ -179,3 +179,26 @@ def test_on_the_fly_features_and_explicit_cli_options(tiny_data_dir, tmp_path):
     ck = load_checkpoint(exp / "checkpoint-last.pt")
     assert ck["data_config"]["features"] == "on-the-fly" and ck["model_config"]["encoder"] == "conformer"
     assert "features: computed on the fly" in (exp / "train.log").read_text()
+
+
+def test_resume_refuses_another_network_or_tokenizer(tiny_data_dir, tmp_path):
+    """checkpoint-last.pt of another architecture or tokenizer is never resumed silently (a recipe rerun after a
+    config change would otherwise continue the old model); dropout and other non-architecture fields may change."""
+    from mlma_cli.data.layout import fbank_dir
+    from mlma_cli.data.tokenizer import train_tokenizer
+    from mlma_cli.train.loop import train
+    from train_helpers import MICRO_MODEL
+
+    exp = tmp_path / "exp"
+    assert train(make_config(tiny_data_dir, exp, train={"max_steps": 2}), resume=False).step == 2
+    wider = dict(MICRO_MODEL, d_model=48)
+    with pytest.raises(MlmaError, match=r"different model \(d_model 32 -> 48, dt_rank 2 -> 3\).*another exp_dir"):
+        train(make_config(tiny_data_dir, exp, model=wider, train={"max_steps": 3}), resume="auto")
+    train_tokenizer([fbank_dir(tiny_data_dir.data_dir, "synthetic", "en", "train") / "cuts.jsonl.gz"],
+                    tmp_path / "lang_en", vocab_size=100, model_type="char")
+    en_only = tmp_path / "lang_en" / "tokenizer.model"
+    with pytest.raises(MlmaError, match="different tokenizer"):
+        train(make_config(tiny_data_dir, exp, data={"tokenizer": str(en_only)}, train={"max_steps": 3}),
+              resume="auto")
+    less_dropout = dict(MICRO_MODEL, dropout=0.0)
+    assert train(make_config(tiny_data_dir, exp, model=less_dropout, train={"max_steps": 3}), resume="auto").step == 3

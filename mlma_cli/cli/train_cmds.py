@@ -35,7 +35,8 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Resume from this checkpoint (default: exp_dir/checkpoint-last.pt)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start fresh even if exp_dir holds checkpoints."),
 ) -> None:
-    """Train a CTC model; resumes automatically from EXP_DIR/checkpoint-last.pt. Ctrl-C saves and stops."""
+    """Train a CTC model; resumes automatically from EXP_DIR/checkpoint-last.pt (refused when the config asks for
+    another network or tokenizer than that checkpoint's). Ctrl-C saves and stops."""
     from mlma_cli.train.config import load_config
     from mlma_cli.train.loop import train as run_train
 

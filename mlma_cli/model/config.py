@@ -8,6 +8,11 @@ from typing import Any, Dict, Optional, Tuple
 
 ENCODERS = ("conmamba", "conformer")
 MIXERS = ("mamba1", "mamba2")
+# Fields that define the network (parameter shapes, layer types). The rest (dropout, init ranges, scan chunk
+# and backend) may change between a checkpoint and the run that resumes from it.
+ARCHITECTURE_FIELDS = ("encoder", "num_features", "vocab_size", "d_model", "num_layers", "ffn_dim",
+                       "subsampling_channels", "conv_kernel", "mixer", "d_state", "d_conv", "expand", "dt_rank",
+                       "mamba2_headdim", "bidirectional", "num_heads")
 SCAN_BACKENDS = ("auto", "torch", "cuda")
 
 

@@ -75,6 +75,31 @@ def amp_dtype_for(dtype: str, device: torch.device) -> Optional[torch.dtype]:
     return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def resume_conflicts(config: Config, ckpt_tokenizer, ckpt_model_cfg) -> List[str]:
+    """What the config asks for that the checkpoint being resumed does not have: another tokenizer (when the
+    config's tokenizer file exists) or another network (ARCHITECTURE_FIELDS). Empty when resuming is sound."""
+    from mlma_cli.data.tokenizer import Tokenizer
+    from mlma_cli.model.config import ARCHITECTURE_FIELDS
+
+    out = []
+    vocab_size = ckpt_tokenizer.vocab_size
+    tok_path = config.data.tokenizer_path
+    if tok_path.is_file():
+        tok = Tokenizer.load(tok_path)
+        if tok.to_bytes() != ckpt_tokenizer.to_bytes():
+            out.append(f"tokenizer than {tok_path}")
+            vocab_size = tok.vocab_size
+    try:
+        wanted = resolve_model_config(config.model, vocab_size, num_features=ckpt_model_cfg.num_features).to_dict()
+    except ValueError as err:
+        return out + [f"model config ({err})"]
+    have = ckpt_model_cfg.to_dict()
+    changed = [f"{f} {have[f]} -> {wanted[f]}" for f in ARCHITECTURE_FIELDS if have[f] != wanted[f]]
+    if changed:
+        out.append("model (" + ", ".join(changed) + ")")
+    return out
+
+
 def train(config: Config, resume: Union[str, Path, bool, None] = "auto",
           on_batch: Optional[Callable[[int, int, List[str]], None]] = None) -> TrainResult:
     """Train as ``config`` says. ``resume``: "auto" (exp_dir/checkpoint-last.pt when present), a path, or False.
@@ -109,6 +134,11 @@ def train(config: Config, resume: Union[str, Path, bool, None] = "auto",
     if state is not None:
         tokenizer = ckpt_io.tokenizer_from_checkpoint(state)
         model_cfg = ModelConfig.from_dict(dict(state["model_config"]))
+        conflicts = resume_conflicts(config, tokenizer, model_cfg)
+        if conflicts:
+            raise MlmaError(f"{resume_path} was trained with a different {'; '.join(conflicts)}. To continue that run "
+                            f"restore its config; to start a new one use another exp_dir (or --no-resume, which "
+                            f"overwrites {exp_dir}'s checkpoints)")
         if state.get("data_config") and state["data_config"] != config.to_dict()["data"]:
             log.warning("data configuration differs from the checkpoint's; resume will not be exact")
     else:
