@@ -35,6 +35,11 @@ fi
 data=${data:-data}; exp=${exp:-exp}
 test_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/test,' "$l"; done)
 test_sets=${test_sets%,}
+# the tokenizer and training use exactly --langs, not whatever an earlier run left in $data
+train_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/train,' "$l"; done)
+dev_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/dev,' "$l"; done)
+tokenizer_sets=()
+for l in ${langs//,/ }; do tokenizer_sets+=(--dataset "synthetic/$l/train"); done
 
 if in_stage 0; then
   log "stage 0: synthesize the corpus and write manifests"
@@ -48,8 +53,8 @@ if in_stage 1; then
 fi
 
 if in_stage 2; then
-  log "stage 2: one SentencePiece tokenizer over all six languages"
-  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" --dataset 'synthetic/*/train' \
+  log "stage 2: one SentencePiece tokenizer over the training text of $langs"
+  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${tokenizer_sets[@]}" \
     --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type unigram
 fi
 
@@ -58,7 +63,7 @@ for model in $models; do
   if in_stage 3; then
     log "stage 3: train $model"
     run_once "$dir/.done.train" mlma train --config "conf/train_${model}.yaml" --data-dir "$data" \
-      --exp-dir "$dir" "${train_overrides[@]}"
+      --exp-dir "$dir" --set "data.train=[${train_sets%,}]" --set "data.dev=[${dev_sets%,}]" "${train_overrides[@]}"
   fi
   if in_stage 4; then
     log "stage 4: average the last $avg checkpoints of $model"
