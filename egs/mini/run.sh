@@ -36,10 +36,11 @@ data=${data:-data}; exp=${exp:-exp}
 test_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/test,' "$l"; done)
 test_sets=${test_sets%,}
 # the tokenizer and training use exactly --langs, not whatever an earlier run left in $data
-train_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/train,' "$l"; done)
-dev_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/dev,' "$l"; done)
-tokenizer_sets=()
-for l in ${langs//,/ }; do tokenizer_sets+=(--dataset "synthetic/$l/train"); done
+tokenizer_sets=(); train_sets=()
+for l in ${langs//,/ }; do
+  tokenizer_sets+=(--dataset "synthetic/$l/train")
+  train_sets+=(--train "synthetic/$l/train" --dev "synthetic/$l/dev")
+done
 
 if in_stage 0; then
   log "stage 0: synthesize the corpus and write manifests"
@@ -63,7 +64,7 @@ for model in $models; do
   if in_stage 3; then
     log "stage 3: train $model"
     run_once "$dir/.done.train" mlma train --config "conf/train_${model}.yaml" --data-dir "$data" \
-      --exp-dir "$dir" --set "data.train=[${train_sets%,}]" --set "data.dev=[${dev_sets%,}]" "${train_overrides[@]}"
+      --exp-dir "$dir" "${train_sets[@]}" "${train_overrides[@]}"
   fi
   if in_stage 4; then
     log "stage 4: average the last $avg checkpoints of $model"
