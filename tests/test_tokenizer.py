@@ -98,6 +98,18 @@ def test_bytes_round_trip(unigram_tagged):
     assert again.encode("il cane dorme", "it") == tok.encode("il cane dorme", "it")
 
 
+def test_same_text_and_options_give_a_byte_identical_model(corpus, tmp_path):
+    """Recipe stage checksums and the training resume check compare tokenizer bytes: a retraining on the same
+    text must not differ (SentencePiece itself records the temporary paths it trained in)."""
+    data, _ = corpus
+    paths = resolve_cut_paths(cuts=[layout.manifest_dir(data, "textonly", lang, "train") for lang in LANGUAGES])
+    for name in ("a", "b"):
+        train_tokenizer(paths, tmp_path / name, vocab_size=120, model_type="unigram", lang_tags=True)
+    first, second = ((tmp_path / n / "tokenizer.model").read_bytes() for n in ("a", "b"))
+    assert first == second
+    assert Tokenizer.from_bytes(first).encode("il cane dorme", "it")
+
+
 def test_untagged_bpe_and_char(corpus, tmp_path):
     data, texts = corpus
     paths = resolve_cut_paths(cuts=[layout.manifest_dir(data, "textonly", lang, "train") for lang in LANGUAGES])

@@ -37,7 +37,7 @@ test_sets=$(for l in ${langs//,/ }; do printf 'synthetic/%s/test,' "$l"; done)
 test_sets=${test_sets%,}
 # the tokenizer and training use exactly --langs, not whatever an earlier run left in $data
 tokenizer_sets=(); train_sets=()
-for l in ${langs//,/ }; do
+for l in $(tr ',' '\n' <<< "$langs" | sort); do  # sorted, as a glob over the data dir lists them
   tokenizer_sets+=(--dataset "synthetic/$l/train")
   train_sets+=(--train "synthetic/$l/train" --dev "synthetic/$l/dev")
 done

@@ -246,6 +246,7 @@ def train_tokenizer(cut_paths: Sequence[PathLike], out_dir: PathLike, vocab_size
                 f.writelines(s + "\n" for s in balanced[lang])
         prefix = Path(tmp) / "tokenizer"
         _spm_train(text_file, prefix, vocab_size, model_type, lang_tags, seed)
+        _drop_build_paths(Path(f"{prefix}.model"))
         tok = Tokenizer.load(f"{prefix}.model")
         report.vocab_size = tok.vocab_size
         for suffix in (".vocab", ".model"):  # model last: its presence means the directory is complete
@@ -260,6 +261,23 @@ def train_tokenizer(cut_paths: Sequence[PathLike], out_dir: PathLike, vocab_size
                     "sentences": report.sentences, "sentences_used": report.used, "skipped_empty": skipped,
                     "cuts": [str(p) for p in cut_paths]})
     return report
+
+
+def _drop_build_paths(model_file: Path) -> None:
+    """SentencePiece records its input and output paths (here a fresh temporary directory) in the model. Replace
+    them by fixed names, so the same text and options always give a byte-identical model: recipe stage checksums
+    and `mlma train`'s resume check then see a retrained but equal tokenizer as unchanged."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+    except ImportError:  # protobuf missing: the model works, only its bytes vary between trainings
+        log.info("protobuf not importable: %s keeps its build paths", model_file)
+        return
+    proto = pb.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.append("text.txt")
+    proto.trainer_spec.model_prefix = "tokenizer"
+    model_file.write_bytes(proto.SerializeToString(deterministic=True))
 
 
 def _spm_train(text_file: Path, prefix: Path, vocab_size: int, model_type: str, lang_tags: bool,
