@@ -135,7 +135,7 @@ def test_scan_backend_choice_logged_and_cuda_refused_on_cpu(caplog):
     from mlma_cli.model.scan import selective_scan
 
     assert fn is selective_scan
-    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("selective scan: torch")]
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("selective scan: mlma's own scan")]
     assert len(msgs) == 1 and "(" in msgs[0]
     with pytest.raises(MissingDependencyError, match="pip install mamba-ssm"):
         backends.ssd_scan_for(x, "cuda")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install mamba-ssm causal-conv1d --no-build-isolation (on a CUDA machine)"
 _cache: Dict[str, Tuple[Optional[Callable], str]] = {}
 _logged: Set[Tuple[str, str, str]] = set()
+OWN = "mlma's own scan"  # scan.py / ssd.py: the C kernel or PyTorch on CPU, PyTorch on CUDA
 
 
 def _import_mamba_ssm_module(name: str):
@@ -104,11 +105,11 @@ def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) 
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"scan_backend={backend!r}, expected auto|torch|cuda")
     if backend == "torch":
-        _log_once(op, "torch", "scan_backend=torch")
+        _log_once(op, OWN, "scan_backend=torch")
         return torch_fn
     fn, why = loader()
     if fn is not None and x.is_cuda:
-        _log_once(op, "cuda", why)
+        _log_once(op, "mamba-ssm kernels", why)
         return fn
     reason = why if fn is None else f"tensors on {x.device.type}"
     if backend == "cuda":
@@ -116,9 +117,9 @@ def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) 
             f"{op}: scan_backend=cuda but the mamba-ssm kernels cannot be used ({reason}); "
             f"install them with: {INSTALL_HINT}, or set scan_backend: auto")
     if x.is_cuda:  # works, but one small kernel per time step: far slower than mamba-ssm's fused kernels
-        _log_once(op, "torch", f"{reason}; slow on a GPU, install mamba-ssm: {INSTALL_HINT}", logging.WARNING)
+        _log_once(op, OWN, f"{reason}; slow on a GPU, install mamba-ssm: {INSTALL_HINT}", logging.WARNING)
     else:
-        _log_once(op, "torch", reason)
+        _log_once(op, OWN, reason)
     return torch_fn
 
 
