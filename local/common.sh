@@ -59,7 +59,7 @@ run_once() {
       -printf '    later stage reruns too: %f\n' -delete >&2
     rm -f "$marker"
   fi
-  "$@"
+  "$@" || return $?  # (also where the caller's errexit does not apply): no marker for a failed stage
   mkdir -p "$(dirname "$marker")"
   stage_signature "$@" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }

@@ -398,6 +398,12 @@ run_once "{tmp_path}/.done.z" writes "{tmp_path}/out.txt"  # an output named on 
     assert "skip (done:" in stage("b") and runs() == 2
     conf.write_text("lr: 2\n")
     assert "rerunning" in stage("b") and runs() == 3
+    failing = tmp_path / "fail.sh"
+    failing.write_text(f""". "{REPO}/local/common.sh"
+run_once "{tmp_path}/.done.f" false || echo "failed as it should"
+""")  # no errexit here: run_once itself must not mark a failed stage done
+    res = subprocess.run(["bash", str(failing)], capture_output=True, text=True, timeout=60)
+    assert "failed as it should" in res.stdout and not (tmp_path / ".done.f").exists()
     (tmp_path / ".done.x").write_text("")  # a marker from before markers recorded their command
     assert "empty marker" in stage("c") and runs() == 3
 
