@@ -64,7 +64,7 @@ for model in $models; do
   if in_stage 3; then
     log "stage 3: train $model"
     run_once "$dir/.done.train" mlma train --config "conf/train_${model}.yaml" --data-dir "$data" \
-      --exp-dir "$dir" "${train_sets[@]}" "${train_overrides[@]}"
+      --tokenizer "$data/lang/tokenizer.model" --exp-dir "$dir" "${train_sets[@]}" "${train_overrides[@]}"
   fi
   if in_stage 4; then
     log "stage 4: average the last $avg checkpoints of $model"
