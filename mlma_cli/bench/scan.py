@@ -21,7 +21,6 @@ All rows compute the same function: delta_softplus with delta_bias and D, no gat
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys

@@ -91,7 +91,9 @@ def model_info(
     from rich.console import Console
     from rich.table import Table
 
+    from mlma_cli.cli.tables import key_value_table
     from mlma_cli.model import build_model
+    from mlma_cli.model.backends import describe
 
     cfg = load_model_config(spec, vocab_size)
     with torch.device("meta"):   # counts only: no memory, no init cost
@@ -99,12 +101,7 @@ def model_info(
     counts = parameter_table(model)
     total = sum(counts.values())
     console = Console()
-    ctab = Table(title=f"model config: {spec}")
-    ctab.add_column("field")
-    ctab.add_column("value")
-    for k, v in cfg.to_dict().items():
-        ctab.add_row(k, str(v))
-    console.print(ctab)
+    console.print(key_value_table(f"model config: {spec}", cfg.to_dict(), "field"))
     ptab = Table(title=f"parameters ({cfg.encoder}, {cfg.num_layers} layers x d_model {cfg.d_model})")
     ptab.add_column("component")
     ptab.add_column("parameters", justify="right")
@@ -113,15 +110,8 @@ def model_info(
         ptab.add_row(k, f"{n:,}", f"{100 * n / total:.1f}%")
     ptab.add_row("total", f"{total:,}", f"{total / 1e6:.2f} M", style="bold")
     console.print(ptab)
-    from mlma_cli.model.backends import describe
-
     backends = describe()
-    btab = Table(title="scan backends on this machine")
-    btab.add_column("path")
-    btab.add_column("uses")
-    for k, v in backends.items():
-        btab.add_row(k, v)
-    console.print(btab)
+    console.print(key_value_table("scan backends on this machine", backends, "path", "uses"))
     if json_out:
         from mlma_cli.utils.io import write_json_atomic
 
