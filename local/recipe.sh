@@ -79,6 +79,16 @@ resolve_device() {
   if [ "$1" != auto ]; then echo "$1"; elif [ "$2" -gt 0 ]; then echo cuda; else echo cpu; fi
 }
 
+lm_and_graph() {
+  # lm_and_graph LANG TAG DATASET...   word $lm_order-gram on the DATASETs' text -> $data/lm/LANG/lm.arpa, and
+  #   its decoding graph (H topology $ctc_topo) -> $data/graph/LANG. TAG suffixes the .done markers ("" or ".LANG").
+  local lang=$1 tag=$2; shift 2
+  run_once "$data/.done.lm$tag" mlma lm train --out "$data/lm/$lang/lm.arpa" --data-dir "$data" \
+    --datasets "$(join_by , "$@")" --order "$lm_order"
+  run_once "$data/.done.graph$tag" mlma lm graph --arpa "$data/lm/$lang/lm.arpa" --tokenizer "$tokenizer" \
+    --out-dir "$data/graph/$lang" --topo "$ctc_topo"
+}
+
 # ---- model stages shared by the corpus recipes. They read the recipe's variables:
 #      ngpu, data, tokenizer, extra_train_opts (train); avg_select, avg (average);
 #      decode_methods, beam, decode_device (decode).

@@ -78,10 +78,7 @@ fi
 
 if in_stage 3 && [ "$use_lm" = true ]; then
   log "stage 3: word $lm_order-gram LM on the training sentences and its decoding graph"
-  run_once "$data/.done.lm" mlma lm train --out "$data/lm/$lang/lm.arpa" --data-dir "$data" \
-    --datasets "commonvoice/$lang/$train_split" --order "$lm_order"
-  run_once "$data/.done.graph" mlma lm graph --arpa "$data/lm/$lang/lm.arpa" --tokenizer "$tokenizer" \
-    --out-dir "$data/graph/$lang" --topo "$ctc_topo"
+  lm_and_graph "$lang" "" "commonvoice/$lang/$train_split"
 fi
 
 for model in $models; do

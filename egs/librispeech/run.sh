@@ -74,10 +74,7 @@ fi
 
 if in_stage 3 && [ "$use_lm" = true ]; then
   log "stage 3: word $lm_order-gram LM on the training transcripts and its decoding graph"
-  run_once "$data/.done.lm" mlma lm train --out "$data/lm/en/lm.arpa" --data-dir "$data" \
-    --datasets "$(join_by , "${train_sets[@]}")" --order "$lm_order"
-  run_once "$data/.done.graph" mlma lm graph --arpa "$data/lm/en/lm.arpa" --tokenizer "$tokenizer" \
-    --out-dir "$data/graph/en" --topo "$ctc_topo"
+  lm_and_graph en "" "${train_sets[@]}"
 fi
 
 for model in $models; do

@@ -130,10 +130,7 @@ if in_stage 3 && [ "$use_lm" = true ]; then
     log "stage 3: word $lm_order-gram LM on the $l training text and its graph $data/graph/$l"
     l_sets=()
     for s in "${train_sets[@]}"; do [[ $s == */"$l"/* ]] && l_sets+=("$s"); done
-    run_once "$data/.done.lm.$l" mlma lm train --out "$data/lm/$l/lm.arpa" --data-dir "$data" \
-      --datasets "$(join_by , "${l_sets[@]}")" --order "$lm_order"
-    run_once "$data/.done.graph.$l" mlma lm graph --arpa "$data/lm/$l/lm.arpa" --tokenizer "$tokenizer" \
-      --out-dir "$data/graph/$l" --topo "$ctc_topo"
+    lm_and_graph "$l" ".$l" "${l_sets[@]}"
   done
 fi
 
