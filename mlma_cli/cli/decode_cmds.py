@@ -204,8 +204,10 @@ def lm_graph(
                                               "(3V arcs, for vocabularies of thousands of tokens)."),
 ) -> None:
     """Build G from the ARPA file (kaldilm) and the decoding graph HLG (kaldifst) for a tokenizer."""
-    from mlma_cli.decode.wfst import build_graph_for_tokenizer
+    from mlma_cli.decode.wfst import TOPOLOGIES, build_graph_for_tokenizer
 
+    if topo not in TOPOLOGIES:
+        raise MlmaError(f"--topo {topo}: expected one of {', '.join(TOPOLOGIES)}")
     if bool(checkpoint) == bool(tokenizer):
         raise MlmaError("give exactly one of --checkpoint CKPT or --tokenizer MODEL")
     if checkpoint:
@@ -216,10 +218,6 @@ def lm_graph(
         from mlma_cli.data.tokenizer import Tokenizer
 
         tok = Tokenizer.load(tokenizer)
-    from mlma_cli.decode.wfst import TOPOLOGIES
-
-    if topo not in TOPOLOGIES:
-        raise MlmaError(f"--topo {topo}: expected one of {', '.join(TOPOLOGIES)}")
     g = build_graph_for_tokenizer(arpa, tok, out_dir, topo=topo)
     typer.echo(f"wrote {out_dir}: HLG {g.num_states} states, {g.meta['num_words']} words ({topo} CTC topology)")
 

@@ -231,8 +231,8 @@ def build_graph(
         topo: CTC topology of H, "standard" or "compact" (see :func:`ctc_topo`).
     """
     kf = _kaldifst()
-    if topo not in TOPOLOGIES:
-        raise ValueError(f"topo={topo!r}, expected one of {', '.join(TOPOLOGIES)}")
+    H = ctc_topo(vocab_size, topo)  # first: a bad topo fails before the costly L and G work
+    kf.arcsort(H, sort_type="olabel")
     with tempfile.TemporaryDirectory() as tmp:
         words_txt = Path(tmp) / "words.txt"
         G = g_fst_from_arpa(arpa, words_txt)
@@ -261,8 +261,6 @@ def build_graph(
     LG = _relabel(LG, lambda i: 0 if i > vocab_size else i)  # disambiguation symbols -> epsilon
     kf.rmepsilon(LG)
     kf.arcsort(LG, sort_type="ilabel")
-    H = ctc_topo(vocab_size, topo)
-    kf.arcsort(H, sort_type="olabel")
     HLG = kf.compose(H, LG)
     HLG = kf.StdVectorFst(HLG) if not isinstance(HLG, kf.StdVectorFst) else HLG
     kf.connect(HLG)
