@@ -73,14 +73,18 @@ def _ssd_inputs(batch: int, nheads: int, headdim: int, d_state: int, length: int
 
 
 # ------------------------------------------------------------------------------------ scan rows
-def _mlma(force_torch: bool) -> Callable:
+_DEFAULT = object()
+
+
+def _mlma(lib=_DEFAULT) -> Callable:
+    """mlma's selective_scan; with ``lib`` given, the CPU kernel library it runs on (None: the PyTorch path)."""
     from mlma_cli.model import scan as scan_mod
 
     def fn(u, delta, A, B, C, D, delta_bias):
-        if not force_torch:
+        if lib is _DEFAULT:
             return scan_mod.selective_scan(u, delta, A, B, C, D, None, delta_bias, True)
         real = scan_mod.scan_cpu_kernel.load
-        scan_mod.scan_cpu_kernel.load = lambda: None  # route this call to the torch path
+        scan_mod.scan_cpu_kernel.load = lambda: lib  # the autograd node keeps it for the backward
         try:
             return scan_mod.selective_scan(u, delta, A, B, C, D, None, delta_bias, True)
         finally:
@@ -124,32 +128,21 @@ def _ssd_fns() -> Dict[str, Callable]:
     return {SSD_CHUNK: ssd_chunk_scan, SSD_SEQ: ssd_sequential}
 
 
-def _mlma_zig() -> Optional[Callable]:
-    """The same C kernel built by zig cc (the ziglang wheel), when that is installed and is not already what
-    the default row uses: both compilers' builds side by side in one run."""
-    from mlma_cli.model import scan as scan_mod
+def _zig_kernel():
+    """The C kernel built by zig cc (the ziglang wheel) when that is installed and is not already what the
+    default row uses, so both compilers' builds are timed side by side; else None."""
     from mlma_cli.model import scan_cpu_kernel as kernel
 
     zig = [(label, cmd) for label, cmd in kernel.compiler_candidates() if label.startswith("zig cc")]
     if not zig or kernel.built_with() in (None, zig[0][0]):
         return None
-    lib = kernel.build_with(zig[0][1], zig[0][0])
-    if lib is None:
-        return None
-
-    def fn(u, delta, A, B, C, D, delta_bias):
-        default = kernel._lib
-        kernel._lib = lib  # load() returns it; the autograd node keeps it for the backward
-        try:
-            return scan_mod.selective_scan(u, delta, A, B, C, D, None, delta_bias, True)
-        finally:
-            kernel._lib = default
-    return fn
+    return kernel.build_with(zig[0][1], zig[0][0])
 
 
 def _row_fns() -> Dict[str, Optional[Callable]]:
-    return {MLMA_KERNEL: _mlma(False), MLMA_KERNEL_ZIG: _mlma_zig(), MLMA_TORCH: _mlma(True), PLAIN: _plain(),
-            MAMBAPY: _mambapy(), MAMBA_SSM: _mamba_ssm_ref()}
+    zig = _zig_kernel()
+    return {MLMA_KERNEL: _mlma(), MLMA_KERNEL_ZIG: _mlma(zig) if zig is not None else None, MLMA_TORCH: _mlma(None),
+            PLAIN: _plain(), MAMBAPY: _mambapy(), MAMBA_SSM: _mamba_ssm_ref()}
 
 
 # -------------------------------------------------------------------------------------- timing
