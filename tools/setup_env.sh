@@ -42,7 +42,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   log "installing torch==${MLMA_TORCH_VERSION:-2.13.0} (CPU)"
   "${pip[@]}" "torch==${MLMA_TORCH_VERSION:-2.13.0}"
 fi
-extras="lm"; $dev && extras="lm,dev"
+extras="lm,onnx,vad"; $dev && extras="lm,onnx,vad,dev"
 # The CPU scan kernel is compiled at first use; without a system C compiler take zig cc from PyPI.
 if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null && ! command -v clang >/dev/null; then
   log "no C compiler on PATH: adding ziglang (zig cc) for the CPU scan kernel"
