@@ -26,9 +26,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 def _register_all() -> None:
     # Each module adds its subcommands with register(app); imported lazily so `mlma --help` stays fast.
-    from mlma_cli.cli import data_cmds, decode_cmds, env_cmd, model_cmds, tokenizer_cmd, train_cmds
+    from mlma_cli.cli import data_cmds, decode_cmds, env_cmd, model_cmds, tokenizer_cmd, train_cmds, transcribe_cmd
 
-    for module in (data_cmds, tokenizer_cmd, model_cmds, train_cmds, decode_cmds, env_cmd):
+    for module in (data_cmds, tokenizer_cmd, model_cmds, train_cmds, decode_cmds, env_cmd, transcribe_cmd):
         module.register(app)
 
 
