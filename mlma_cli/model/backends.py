@@ -29,6 +29,8 @@ INSTALL_HINT = "pip install mamba-ssm causal-conv1d --no-build-isolation (on a C
 _cache: Dict[str, Tuple[Optional[Callable], str]] = {}
 _logged: Set[Tuple[str, str, str]] = set()
 OWN = "mlma's own scan"  # scan.py / ssd.py: the C kernel or PyTorch on CPU, PyTorch on CUDA
+# op -> scan used regardless of scan_backend; set only by export_scan.onnx_export_scans() during ONNX export
+FORCED: Dict[str, Callable] = {}
 
 
 def _import_mamba_ssm_module(name: str):
@@ -104,6 +106,8 @@ def _log_once(op: str, choice: str, reason: str, level: int = logging.INFO) -> N
 def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) -> Callable:
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"scan_backend={backend!r}, expected auto|torch|cuda")
+    if op in FORCED:
+        return FORCED[op]
     if backend == "torch":
         _log_once(op, OWN, "scan_backend=torch")
         return torch_fn
