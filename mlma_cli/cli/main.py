@@ -30,6 +30,9 @@ def _register_all() -> None:
 
     for module in (data_cmds, tokenizer_cmd, model_cmds, train_cmds, decode_cmds, env_cmd, transcribe_cmd):
         module.register(app)
+    from mlma_cli.cli import export_cmd  # `mlma export`, `mlma bench export`
+
+    export_cmd.register(app)
 
 
 _register_all()
