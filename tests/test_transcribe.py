@@ -134,18 +134,35 @@ def test_transcribe_cli_json_and_exit_status(tmp_path, ckpt):
     assert str(wav) in res.output
 
 
-def test_long_audio_is_chunked_with_context(ckpt):
-    from mlma_cli.checkpoint import load_for_inference
-    from mlma_cli.decode.transcribe import chunk_bounds, chunked_log_probs
+def _utterances(tmp_path: Path):
+    """Three espeak-ng files of different lengths (16 kHz after loading)."""
+    texts = [("en", "the cat sat on the mat"), ("de", "guten morgen"), ("en", "where is the station good morning to you")]
+    return [espeak(t, l, tmp_path / f"u{k}.wav") for k, (l, t) in enumerate(texts)]
 
-    assert chunk_bounds(500, 3000, 200) == [(0, 0, 500, 500)]
-    b = chunk_bounds(7000, 3000, 200)
-    assert b == [(0, 0, 3000, 3200), (2800, 3000, 6000, 6200), (5800, 6000, 7000, 7000)]
-    model = load_for_inference([ckpt]).model
-    feats = torch.randn(2500, 80)
-    whole = chunked_log_probs(model, feats, chunk=10_000, context=0, device="cpu")
-    chunked = chunked_log_probs(model, feats, chunk=600, context=100, device="cpu")
-    n = int(model.output_lengths(torch.tensor([2500]))[0])
-    assert whole.shape[0] == n
-    assert abs(chunked.shape[0] - n) <= 4  # subsampling edges of each window
-    assert chunked.shape[1] == whole.shape[1]
+
+@needs_tools
+def test_batched_results_equal_one_by_one(tmp_path, ckpt):
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_files
+
+    files = [str(p) for p in _utterances(tmp_path)] * 2
+    inf = load_for_inference([ckpt], device="cpu")
+    one, _ = transcribe_files(inf, files, batch_size=1)
+    many, _ = transcribe_files(inf, files, batch_size=4, max_segment_seconds=30)
+    assert [r.file for r in many] == files  # input order, though batches go longest first
+    for a, b in zip(one, many):
+        assert a.text == b.text and [t.id for t in a.tokens] == [t.id for t in b.tokens]
+        assert [(t.start, t.end) for t in a.tokens] == [(t.start, t.end) for t in b.tokens]
+        assert [t.confidence for t in a.tokens] == pytest.approx([t.confidence for t in b.tokens], abs=1e-4)
+
+
+def test_options_reject_bad_values_early():
+    from mlma_cli.decode.transcribe import TranscribeOptions
+    from mlma_cli.errors import MlmaError
+
+    for kw in ({"vad": "webrtc"}, {"batch_size": 0}, {"language": "xx"}, {"max_segment_seconds": 0}):
+        with pytest.raises(MlmaError):
+            TranscribeOptions.make(None, **kw).validate()
+    with pytest.raises(TypeError):
+        TranscribeOptions.make(None, bogus=1)
+    assert TranscribeOptions.make(None, lang="de", chunk_seconds=10).language == "de"

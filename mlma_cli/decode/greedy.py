@@ -31,3 +31,16 @@ def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> L
         path = path[keep]
         out.append([int(t) for t in path.tolist() if t != blank])
     return out
+
+
+def ctc_greedy_aligned(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0):
+    """`ctc_greedy` plus each token's frames on the best path.
+
+    Returns B pairs (token ids, [(first frame, last frame)] inclusive), the ids equal to `ctc_greedy`'s.
+    """
+    from mlma_cli.decode.timestamps import path_spans
+
+    if log_probs.dim() != 3:
+        raise ValueError(f"ctc_greedy expects (B, T, V) log-probs, got shape {tuple(log_probs.shape)}")
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    return [path_spans(best[b, : int(n)].tolist(), blank) for b, n in enumerate(torch.as_tensor(lens).cpu().tolist())]

@@ -103,3 +103,15 @@ def ctc_prefix_beam_batch(
     lp = log_probs.detach().cpu().float()
     lens = torch.as_tensor(lens).cpu().tolist()
     return [ctc_prefix_beam(lp[b, : int(n)], beam=beam, blank=blank) for b, n in enumerate(lens)]
+
+
+def ctc_prefix_beam_aligned(log_probs, beam: int = 4, blank: int = 0, token_beam: Optional[int] = None):
+    """`ctc_prefix_beam` plus the frames of each token: (token ids, [(first, last)] inclusive).
+
+    The prefix score sums over alignments, so no single path is kept during the search; the frames are those
+    of the best (Viterbi) alignment of the winning prefix, computed after it (`timestamps.ctc_forced_align`).
+    """
+    from mlma_cli.decode.timestamps import ctc_forced_align
+
+    ids = ctc_prefix_beam(log_probs, beam=beam, blank=blank, token_beam=token_beam)
+    return ids, ctc_forced_align(log_probs, ids, blank=blank)
