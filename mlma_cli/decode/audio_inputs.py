@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from math import ceil, floor
+from math import ceil, floor, gcd
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -163,7 +163,8 @@ class StreamedFile(AudioSource):
 
         ratio = self.sr / SAMPLING_RATE
         margin = 0 if self.sr == SAMPLING_RATE else int(self.MARGIN * self.sr)
-        n0 = max(0, floor(start * ratio) - margin)
+        step = self.sr // gcd(self.sr, SAMPLING_RATE)  # native starts on this grid map to whole 16 kHz samples
+        n0 = max(0, floor(start * ratio) - margin) // step * step
         n1 = min(self.native, ceil(stop * ratio) + margin)
         try:
             data, _ = sf.read(self.name, start=n0, stop=n1, dtype="float32", always_2d=True)

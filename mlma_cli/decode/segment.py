@@ -5,9 +5,9 @@ source block by block (memory does not grow with the file):
 
 * `vad="silero"`: silero-vad speech probabilities every 32 ms -> speech regions (hysteresis thresholds, short
   pauses bridged, padded) that end in pauses; a region longer than `max_seconds` is split at its lowest-
-  probability frame in the second half of its first `max_seconds`, recursively.
+  (smoothed) probability frame in the second half of its first `max_seconds`, recursively.
 * `vad="none"` (and the fallback when silero-vad is not installed, logged): fixed windows of `max_seconds`,
-  each cut moved to the quietest 10 ms within the window's last 20 %.
+  each cut moved to the quietest 0.2 s (10 ms frames, smoothed) in the window's second half.
 
 A segment is `Segment(start, end, left, right)` in samples: the encoder sees [left, right), the output frames
 of [start, end) are kept. Cuts inside speech (window cuts, forced splits) get `context` samples of audio on
@@ -122,6 +122,14 @@ def speech_regions(probs: np.ndarray, hop: float, cfg: VadConfig) -> List[Tuple[
     return [(a, b) for a, b in regions]
 
 
+def smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Moving average over `width` frames (same length): a cut goes to a quiet stretch, not a lone quiet frame."""
+    if width <= 1 or len(x) == 0:
+        return x
+    pad = np.pad(x.astype(np.float64), (width // 2, width - 1 - width // 2), mode="edge")
+    return np.convolve(pad, np.ones(width) / width, mode="valid")
+
+
 def split_at_minimum(a: int, b: int, score: np.ndarray, hop: int, max_len: int) -> List[int]:
     """Cut points (samples) splitting [a, b) into pieces <= max_len, each at the lowest `score` (per `hop` samples)
     in the second half of the first max_len of what remains. -> interior cut points, ascending."""
@@ -163,7 +171,7 @@ def plan_segments(source, max_seconds: float = 30.0, context_seconds: float = 2.
         return [Segment(0, n, 0, n)], "whole"
     model = load_silero() if vad == "silero" else None
     if model is None:
-        energy = frame_energy(source)
+        energy = smooth(frame_energy(source), 21)  # 0.2 s
         cuts = split_at_minimum(0, n, energy, ENERGY_HOP, max_len)
         return _pieces(0, n, cuts, context, n), "windows"
     probs = speech_probs(source, model)
@@ -171,5 +179,5 @@ def plan_segments(source, max_seconds: float = 30.0, context_seconds: float = 2.
     out: List[Segment] = []
     for a_s, b_s in speech_regions(probs, VAD_WINDOW / SR, cfg):
         a, b = int(a_s * SR), min(n, int(b_s * SR))
-        out += _pieces(a, b, split_at_minimum(a, b, probs, VAD_WINDOW, max_len), context, n)
+        out += _pieces(a, b, split_at_minimum(a, b, smooth(probs, 5), VAD_WINDOW, max_len), context, n)
     return out, "silero"
