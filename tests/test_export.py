@@ -56,10 +56,13 @@ def _save_random_checkpoint(path: Path, fields: dict, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tiny_data_dir, tmp_path_factory, one_torch_thread):
-    """A ConMamba (Mamba-1) that has learnt 3 utterances by heart (~15 s), its cuts and its export (+ int8)."""
+    """A ConMamba (Mamba-1) that has learnt 3 utterances by heart (~15 s), its cuts and its export (+ int8) made
+    with the CLI from the checkpoint given twice (the averaging path of several --checkpoint)."""
+    from types import SimpleNamespace
+
     from lhotse import CutSet
 
-    from mlma_cli.export.onnx_export import export_checkpoint
+    from mlma_cli.cli.main import run
     from mlma_cli.train.loop import train
 
     tmp = tmp_path_factory.mktemp("export_trained")
@@ -73,7 +76,12 @@ def trained(tiny_data_dir, tmp_path_factory, one_torch_thread):
                             "max_duration": 3 * max(c.duration for c in cuts) + 0.1, "max_cut_duration": 4.0},
                       train={"lr": 5e-3, "warmup_steps": 8, "max_steps": 90, "log_every": 10, "weight_decay": 0.0})
     ckpt = train(cfg, resume=False).last_checkpoint
-    res = export_checkpoint([ckpt], tmp / "onnx", int8=True)
+    out = tmp / "onnx"
+    assert run(["export", "-c", str(ckpt), "-c", str(ckpt), "-o", str(out), "--int8"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["export"]["checkpoints"] == [str(ckpt)] * 2 and "mean of 2" in cfg["export"]["averaging"]
+    res = SimpleNamespace(out_dir=out, model_path=out / "model.onnx", int8_path=out / "model.int8.onnx",
+                          loop_nodes=cfg["export"]["loop_nodes"])
     return ckpt, cuts, res
 
 
@@ -274,10 +282,12 @@ def test_cli_export_and_errors(trained, tmp_path, capsys):
         OnnxCtcModel(d)
 
 
-def test_cli_export_averages_checkpoints(trained, tmp_path, capsys):
-    ckpt, _, _ = trained
-    out = tmp_path / "avg"
-    assert _cli(["export", "-c", str(ckpt), "-c", str(ckpt), "-o", str(out)]) == 0
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["export"]["checkpoints"] == [str(ckpt)] * 2 and "mean of 2" in cfg["export"]["averaging"]
-    assert "Scan/Loop" in capsys.readouterr().out
+def test_bench_export_rows_smoke(trained):
+    """`mlma bench export` row machinery on the small export: onnxruntime and sherpa-onnx rows in subprocesses."""
+    from mlma_cli.bench.export import _subprocess_row, format_table
+
+    _, _, res = trained
+    m = {"name": "small", "dir": str(res.out_dir), "params_m": 0.1}
+    rows = [_subprocess_row(m, rt, 1, 1.0, 1, timeout=120) for rt in ("onnx-int8", "sherpa")]
+    assert all(not r.error and r.rtf > 0 and r.peak_rss_mb > 10 for r in rows), rows
+    assert format_table(rows).count("\n") == 3
