@@ -68,10 +68,11 @@ def test_split_at_minimum_cuts_at_the_lowest_point():
 @needs_espeak
 def test_silero_segments_end_in_pauses(long_audio):
     from mlma_cli.decode.audio_inputs import ArraySource
-    from mlma_cli.decode.segment import plan_segments
+    from mlma_cli.decode.segment import VadConfig, plan_segments
 
     audio, truth = long_audio
-    segs, how = plan_segments(ArraySource("a", audio), max_seconds=3.0, context_seconds=0.5, vad="silero")
+    segs, how = plan_segments(ArraySource("a", audio), max_seconds=3.0, context_seconds=0.5, vad="silero",
+                              vad_config=VadConfig(pad=0.15))
     assert how == "silero" and len(segs) == len(truth)
     for s, (a, b) in zip(segs, truth):
         assert s.start / SR <= a and b <= s.end / SR  # each utterance inside its segment

@@ -58,6 +58,7 @@ def transcribe(
                                                 "that language's tag."),
     vad: str = typer.Option("silero", help="Long-audio segmentation: silero (speech regions ending in pauses) or "
                                            "none (fixed windows)."),
+    vad_pad: float = typer.Option(0.03, help="Seconds of audio kept before and after each VAD speech region."),
     max_segment_seconds: float = typer.Option(30.0, "--max-segment-seconds", "--chunk-seconds",
                                               help="Longer audio is segmented; no segment is longer."),
     context_seconds: float = typer.Option(2.0, help="Audio context on each side of a cut inside speech."),
@@ -88,7 +89,7 @@ def transcribe(
         raise MlmaError("no audio to transcribe: give files, a directory, @LIST or --list FILE")
     decode = _decode_options(method, beam, graph, backend, search_beam, 8.0, 7000, lm_scale, pick_device(device),
                              max_duration=max_duration)
-    opts = TranscribeOptions(decode=decode, language=language, vad=vad, batch_size=batch_size,
+    opts = TranscribeOptions(decode=decode, language=language, vad=vad, vad_pad=vad_pad, batch_size=batch_size,
                              max_segment_seconds=max_segment_seconds, context_seconds=context_seconds)
     opts.validate()
     inference = load_for_inference([str(c) for c in checkpoint], device=decode.device, use_averaged=use_averaged)
@@ -121,15 +122,25 @@ def bench_transcribe(
     pause: str = typer.Option("0.4,1.5", help="Pause between utterances: min,max seconds (uniform)."),
     seed: int = typer.Option(0, help="Seed for the utterance order and pauses."),
     method: str = typer.Option("ctc-greedy-search", help="Search method."),
+    configs: str = typer.Option("utterances,silero,windows,whole",
+                                help="What to run: utterances (each alone), silero (silero:PAD sets --vad-pad), "
+                                     "windows, whole (one piece)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
 ) -> None:
     """WER and RTF of long-audio transcription (silero-vad segments, fixed windows) vs per-utterance decoding."""
-    from mlma_cli.bench.transcribe import run_bench_transcribe
+    from mlma_cli.bench.transcribe import CONFIGS, run_bench_transcribe
 
-    lo, hi = (float(x) for x in pause.split(","))
+    try:
+        lo, hi = (float(x) for x in pause.split(","))
+    except ValueError as err:
+        raise MlmaError(f"--pause {pause!r}: expected MIN,MAX seconds, e.g. 0.4,1.5") from err
+    names = [c for c in configs.replace(" ", ",").split(",") if c]
+    bad = [c for c in names if c.split(":")[0] not in CONFIGS]
+    if bad:
+        raise MlmaError(f"--configs {','.join(bad)}: choose from {', '.join(CONFIGS)}")
     rep = run_bench_transcribe([str(c) for c in checkpoint], data_dir, test_sets, minutes=minutes, pause=(lo, hi),
-                               seed=seed, method=method, device=device, out=out)
+                               seed=seed, method=method, device=device, configs=names, out=out)
     typer.echo(rep["table"])
 
 

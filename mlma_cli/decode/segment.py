@@ -44,7 +44,7 @@ class VadConfig:
     neg_threshold: float = 0.35   # ... and ends below this one
     min_silence: float = 0.3      # pauses shorter than this are bridged (seconds)
     min_speech: float = 0.25      # shorter speech bursts are dropped
-    pad: float = 0.2              # audio kept before / after each region
+    pad: float = 0.03             # audio kept before / after each region (silero's speech_pad_ms = 30)
 
 
 _SILERO = None

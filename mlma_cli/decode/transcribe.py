@@ -30,7 +30,7 @@ import torch
 from mlma_cli.decode.audio_inputs import SAMPLING_RATE, ArraySource, AudioSource, Input, collect_inputs, open_source
 from mlma_cli.decode.results import Segment, Token, Transcript
 from mlma_cli.decode.runner import DecodeOptions, Searcher
-from mlma_cli.decode.segment import VADS, plan_segments
+from mlma_cli.decode.segment import VADS, VadConfig, plan_segments
 from mlma_cli.decode.timestamps import frame_seconds, group_words, make_tokens
 from mlma_cli.errors import MlmaError
 
@@ -51,6 +51,7 @@ class TranscribeOptions:
     batch_size: int = 8                # segments per batch
     max_segment_seconds: float = 30.0  # longer audio is segmented
     context_seconds: float = 2.0       # audio on each side of a cut inside speech
+    vad_pad: float = 0.03              # seconds kept before / after each VAD region (silero's default 30 ms)
 
     def validate(self) -> None:
         self.decode.validate()
@@ -58,6 +59,8 @@ class TranscribeOptions:
             raise MlmaError(f"--vad {self.vad!r}: choose {' or '.join(VADS)}")
         if self.batch_size < 1:
             raise MlmaError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.vad_pad < 0:
+            raise MlmaError(f"--vad-pad must be >= 0, got {self.vad_pad}")
         if self.max_segment_seconds <= 0 or self.context_seconds < 0:
             raise MlmaError(f"--max-segment-seconds must be > 0 and --context-seconds >= 0 (got "
                             f"{self.max_segment_seconds}, {self.context_seconds})")
@@ -216,7 +219,8 @@ def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[
             src = s() if callable(s) else s
             if src.num_samples < MIN_SECONDS * SAMPLING_RATE:
                 raise MlmaError(f"{src.name}: audio too short ({src.duration:.3f} s); need at least {MIN_SECONDS} s")
-            segs, how = plan_segments(src, opts.max_segment_seconds, opts.context_seconds, opts.vad)
+            segs, how = plan_segments(src, opts.max_segment_seconds, opts.context_seconds, opts.vad,
+                                      VadConfig(pad=opts.vad_pad))
             if how != "whole":
                 log.info("%s: %.1f s cut into %d segments (%s)", src.name, src.duration, len(segs), how)
         except MlmaError as err:
