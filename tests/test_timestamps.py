@@ -178,3 +178,28 @@ def test_word_times_match_known_boundaries(tmp_path, method):
         assert w.confidence == pytest.approx(0.9, abs=1e-3)
     d = res.to_dict()
     assert d["segments"][0]["words"][0]["tokens"][0]["start"] == round(res.words[0].tokens[0].start, 3)
+
+
+def test_language_is_detected_and_can_be_forced(tmp_path):
+    """The tag the model emits is the language; --language L removes the other tags from the posteriors."""
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_arrays
+
+    inf = load_for_inference([make_checkpoint(tmp_path / "m.pt")])
+    tok = inf.tokenizer
+    audio = np.zeros(16000, dtype=np.float32)
+    T = int(inf.model.output_lengths(torch.tensor([100]))[0])
+    V = tok.vocab_size
+    lp = torch.full((T, V), -20.0)
+    lp[:, 0] = 0.0
+    lp[2, :] = -20.0
+    lp[2, tok.tag_id("de")], lp[2, tok.tag_id("en")], lp[2, 0] = np.log(0.6), np.log(0.3), np.log(0.1)
+    ids = tok.encode("good")
+    for k, i in enumerate(ids):
+        lp[5 + 2 * k, :] = -20.0
+        lp[5 + 2 * k, i] = 0.0
+    fake = SimpleNamespace(model=PeakyModel(inf.model, lp), tokenizer=tok)
+    (free,) = transcribe_arrays(fake, [audio])
+    (forced,) = transcribe_arrays(fake, [audio], language="en")
+    assert free.language == "de" and free.segments[0].language == "de" and free.text == "good"
+    assert forced.language == "en" and forced.segments[0].language == "en" and forced.text == "good"
