@@ -166,3 +166,19 @@ def test_options_reject_bad_values_early():
     with pytest.raises(TypeError):
         TranscribeOptions.make(None, bogus=1)
     assert TranscribeOptions.make(None, lang="de", chunk_seconds=10).language == "de"
+
+
+@needs_tools
+def test_manifest_items_fail_alone(tmp_path, ckpt):
+    from lhotse import AudioSource, Recording, RecordingSet
+
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_files
+
+    good = Recording.from_file(espeak("hello world", "en", tmp_path / "g.wav"), recording_id="good")
+    gone = Recording(id="gone", sources=[AudioSource(type="file", channels=[0], source=str(tmp_path / "x.wav"))],
+                     sampling_rate=16000, num_samples=16000, duration=1.0)
+    RecordingSet.from_recordings([gone, good]).to_file(tmp_path / "recs.jsonl.gz")
+    res, errors = transcribe_files(load_for_inference([ckpt]), [str(tmp_path / "recs.jsonl.gz")])
+    assert [r.file for r in res] == ["good"] and res[0].duration == pytest.approx(good.duration, abs=0.01)
+    assert [e[0] for e in errors] == ["gone"] and errors[0][1].startswith("gone: ")

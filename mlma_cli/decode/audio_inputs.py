@@ -132,7 +132,12 @@ class ArraySource(AudioSource):
 
     def _get(self) -> np.ndarray:
         if self._samples is None:
-            self._samples = self._loader()
+            try:
+                self._samples = self._loader()
+            except MlmaError:
+                raise
+            except Exception as err:  # lhotse / soundfile errors of a manifest item: that input fails, not the run
+                raise MlmaError(f"{self.name}: audio could not be loaded ({type(err).__name__}: {err})") from err
         return self._samples
 
     def read(self, start: int, stop: Optional[int]) -> np.ndarray:
