@@ -179,3 +179,49 @@ def _table(rows, duration: float, n_utts: int, tagged: bool) -> str:
         f"| {r['config']} | {r['wer']:.2f} | {r['errors']} / {r['ref_words']} | {r['rtf']:.4f} | {r['segments']} | "
         f"{r['start_err_median']} / {r['start_err_p90']} | {r['end_err_median']} / {r['end_err_p90']} |"
         + (f" {r['lid_accuracy']} |" if tagged else "") for r in rows)
+
+
+def run_bench_lid(checkpoints: Sequence[str], data_dir: Path, test_sets: str = "synthetic/*/test",
+                  method: str = "ctc-greedy-search", device: str = "auto", batch_size: int = 16,
+                  out: Optional[Path] = None) -> dict:
+    """Language-ID accuracy of `transcribe_files` on test sets' cuts manifests (tagged tokenizers only).
+
+    Per test set: accuracy over all utterances (no tag emitted counts as wrong), utterances without a tag, and
+    the confusion counts {true: {detected: n}}. The language is the tag the model emits (`Transcript.language`).
+    """
+    from lhotse import CutSet
+
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.data.layout import find_datasets, manifest_dir, parse_dataset
+    from mlma_cli.decode.runner import DecodeOptions
+    from mlma_cli.decode.transcribe import transcribe_files
+    from mlma_cli.errors import MlmaError
+    from mlma_cli.utils.device import pick_device
+    from mlma_cli.utils.io import write_json_atomic
+
+    names = find_datasets(data_dir, test_sets, kind="manifests") if "*" in test_sets else test_sets.split(",")
+    dev = pick_device(device)
+    inf = load_for_inference(list(checkpoints), device=dev)
+    if not inf.tokenizer.lang_tags:
+        raise MlmaError(f"{checkpoints[0]}: its tokenizer has no language tags (train one with `mlma tokenizer "
+                        "--lang-tags`), so the model reports no language")
+    rows, lines = [], ["| test set | utts | LID accuracy % | no tag | confusions |", "|---|---|---|---|---|"]
+    for name in names:
+        path = manifest_dir(data_dir, *parse_dataset(name)) / "cuts.jsonl.gz"
+        truth = {c.id: c.supervisions[0].language for c in CutSet.from_file(path)}
+        res, errors = transcribe_files(inf, [str(path)], DecodeOptions(method=method, device=dev), batch_size=batch_size)
+        conf: Dict[str, Dict[str, int]] = {}
+        for r in res:
+            row = conf.setdefault(truth[r.file], {})
+            row[str(r.language)] = row.get(str(r.language), 0) + 1
+        hits = sum(r.language == truth[r.file] for r in res)
+        no_tag = sum(r.language is None for r in res)
+        acc = 100 * hits / max(len(res) + len(errors), 1)
+        rows.append({"dataset": name, "utts": len(res), "errors": len(errors), "lid_accuracy": round(acc, 2),
+                     "no_tag": no_tag, "confusion": conf})
+        wrong = {f"{t}->{d}": n for t, ds in conf.items() for d, n in ds.items() if d != t}
+        lines.append(f"| {name} | {len(res)} | {acc:.1f} | {no_tag} | {wrong or '-'} |")
+    rep = {"checkpoints": list(checkpoints), "method": method, "rows": rows, "table": "\n".join(lines)}
+    if out:
+        write_json_atomic(out, rep)
+    return rep

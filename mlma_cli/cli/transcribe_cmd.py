@@ -144,6 +144,21 @@ def bench_transcribe(
     typer.echo(rep["table"])
 
 
+def bench_lid(
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s) with a language-tagged tokenizer."),
+    data_dir: Path = typer.Option(Path("data"), help="Data directory holding the test sets' manifests."),
+    test_sets: str = typer.Option("synthetic/*/test", "--test-sets", "-t", help="Test sets (names or a glob)."),
+    method: str = typer.Option("ctc-greedy-search", help="Search method."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
+) -> None:
+    """Language-ID accuracy per test set from the language tags the model emits (`mlma transcribe`'s language)."""
+    from mlma_cli.bench.transcribe import run_bench_lid
+
+    typer.echo(run_bench_lid([str(c) for c in checkpoint], data_dir, test_sets, method=method, device=device,
+                             out=out)["table"])
+
+
 def register(app: typer.Typer) -> None:
     app.command("transcribe")(transcribe)
     try:
@@ -151,3 +166,4 @@ def register(app: typer.Typer) -> None:
     except ImportError:  # no bench group (yet): the command is still importable as a function
         return
     bench_app.command("transcribe")(bench_transcribe)
+    bench_app.command("lid")(bench_lid)
