@@ -123,6 +123,9 @@ def test_segmented_transcripts_have_file_times(long_audio, tmp_path):
             assert s.start - 1e-6 <= t.start < t.end <= s.end + 0.05
     starts = [t.start for t in r.tokens]
     assert starts == sorted(starts)
+    (one,) = transcribe_arrays(inf, [audio], max_segment_seconds=3.0, batch_size=1)  # segments one by one
+    assert [(s.start, s.end, s.text) for s in one.segments] == [(s.start, s.end, s.text) for s in r.segments]
+    assert [(t.id, t.start) for t in one.tokens] == [(t.id, t.start) for t in r.tokens]
 
 
 def test_streamed_reads_match_whole_file_loading(tmp_path):
