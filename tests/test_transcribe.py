@@ -182,3 +182,18 @@ def test_manifest_items_fail_alone(tmp_path, ckpt):
     res, errors = transcribe_files(load_for_inference([ckpt]), [str(tmp_path / "recs.jsonl.gz")])
     assert [r.file for r in res] == ["good"] and res[0].duration == pytest.approx(good.duration, abs=0.01)
     assert [e[0] for e in errors] == ["gone"] and errors[0][1].startswith("gone: ")
+
+
+def test_too_short_audio_is_an_error(tmp_path, ckpt):
+    import numpy as np
+
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_arrays, transcribe_files
+
+    inf = load_for_inference([ckpt])
+    with pytest.raises(ValueError, match="too short"):
+        transcribe_arrays(inf, [np.zeros(100, dtype=np.float32)])
+    p = tmp_path / "tiny.wav"
+    sf.write(str(p), np.zeros(160, dtype=np.float32), 16000)
+    res, errors = transcribe_files(inf, [str(p)])
+    assert res == [] and "too short" in errors[0][1]

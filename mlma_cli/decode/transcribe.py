@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from mlma_cli.decode.audio_inputs import SAMPLING_RATE, ArraySource, AudioSource, Input, collect_inputs, open_source
-from mlma_cli.decode.results import Segment, Token, Transcript
+from mlma_cli.decode.audio_inputs import SAMPLING_RATE, ArraySource, AudioSource, collect_inputs, open_source
+from mlma_cli.decode.results import Segment, Transcript
 from mlma_cli.decode.runner import DecodeOptions, Searcher
 from mlma_cli.decode.segment import VADS, VadConfig, plan_segments
 from mlma_cli.decode.timestamps import frame_seconds, group_words, make_tokens
@@ -214,7 +214,6 @@ def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[
     failed: Dict[int, str] = {}
     plans: List[List] = []
     for i, s in enumerate(sources):
-        name = names[i] if names else str(i)
         try:
             src = s() if callable(s) else s
             if src.num_samples < MIN_SECONDS * SAMPLING_RATE:
@@ -250,7 +249,10 @@ def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[
             try:
                 src = opened[j.src]
                 a = src.read(0, None) if j.whole else src.read(j.left, j.right)
-                if j.whole:
+                if j.whole:  # the header's length was an estimate: the decoded audio decides
+                    if len(a) < MIN_SECONDS * SAMPLING_RATE:
+                        raise MlmaError(f"{src.name}: audio too short ({len(a) / SAMPLING_RATE:.3f} s decoded); "
+                                        f"need at least {MIN_SECONDS} s")
                     lengths[j.src] = len(a)
                     j.end = j.right = len(a)
             except MlmaError as err:
