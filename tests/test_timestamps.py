@@ -138,7 +138,19 @@ class PeakyModel(torch.nn.Module):
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng makes the test audio")
-@pytest.mark.parametrize("method", ["ctc-greedy-search", "ctc-prefix-beam-search"])
+def _graph(tmp_path, tok):
+    """A WFST graph whose LM knows the test words (kaldifst + kaldilm), or a skip when they are missing."""
+    pytest.importorskip("kaldifst")
+    pytest.importorskip("kaldi_decoder")
+    from mlma_cli.decode.lm import write_arpa
+    from mlma_cli.decode.wfst import build_graph_for_tokenizer
+
+    write_arpa([" ".join(WORDS), "good morning", "where is the station"], tmp_path / "lm.arpa", order=2)
+    build_graph_for_tokenizer(tmp_path / "lm.arpa", tok, out_dir=tmp_path / "graph")
+    return tmp_path / "graph"
+
+
+@pytest.mark.parametrize("method", ["ctc-greedy-search", "ctc-prefix-beam-search", "wfst"])
 def test_word_times_match_known_boundaries(tmp_path, method):
     """Posteriors peak on each word's first and last frame (tokens in between); times must come back within a frame."""
     from mlma_cli.checkpoint import load_for_inference
@@ -170,7 +182,8 @@ def test_word_times_match_known_boundaries(tmp_path, method):
         lp[f, :] = float(np.log(0.1 / (V - 1)))
         lp[f, i] = float(np.log(0.9))
     fake = SimpleNamespace(model=PeakyModel(inf.model, lp), tokenizer=tok)
-    (res,) = transcribe_arrays(fake, [audio], DecodeOptions(method=method), names=["words"])
+    graph = _graph(tmp_path, tok) if method == "wfst" else None
+    (res,) = transcribe_arrays(fake, [audio], DecodeOptions(method=method, graph=graph), names=["words"])
     assert [w.text for w in res.words] == WORDS and res.text == " ".join(WORDS)
     assert res.language == "en"
     for w, (a, b) in zip(res.words, truth):

@@ -70,7 +70,10 @@ def transcribe(
     output_format: str = typer.Option("all", help="txt, json, tsv, srt, vtt (comma-separated) or all; with -o."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and only warnings in the log."),
 ) -> None:
-    """Transcribe audio with times; unreadable files are reported and the others still transcribed (exit 1 if any failed)."""
+    """Transcribe audio with word times: prints `<input><TAB><text>` per input (or --json), writes -o DIR files.
+
+    Unreadable inputs are reported (`mlma: error: <file>: ...`) and the others still transcribed; exit 1 if any failed.
+    """
     from mlma_cli.checkpoint import load_for_inference
     from mlma_cli.cli.decode_cmds import _decode_options
     from mlma_cli.decode.audio_inputs import collect_inputs, open_source
