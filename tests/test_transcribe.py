@@ -165,7 +165,8 @@ def test_options_reject_bad_values_early():
             TranscribeOptions.make(None, **kw).validate()
     with pytest.raises(TypeError):
         TranscribeOptions.make(None, bogus=1)
-    assert TranscribeOptions.make(None, lang="de", chunk_seconds=10).language == "de"
+    o = TranscribeOptions.make(None, lang="de", chunk_seconds=10, method="ctc-prefix-beam-search", beam=8)
+    assert (o.language, o.max_segment_seconds, o.decode.method, o.decode.beam) == ("de", 10, "ctc-prefix-beam-search", 8)
 
 
 @needs_tools

@@ -71,18 +71,20 @@ class TranscribeOptions:
 
     @classmethod
     def make(cls, opts: Union["TranscribeOptions", DecodeOptions, None] = None, **overrides) -> "TranscribeOptions":
-        """Options from TranscribeOptions, a DecodeOptions (search only) or None, with keyword overrides
-        (any TranscribeOptions field; `lang` and `chunk_seconds` are the old names of `language` and
-        `max_segment_seconds`)."""
+        """Options from TranscribeOptions, a DecodeOptions (search only) or None, with keyword overrides: any
+        TranscribeOptions field, or any DecodeOptions field (method, beam, graph, device, max_duration, ...) for
+        the search; `lang` and `chunk_seconds` are the old names of `language` and `max_segment_seconds`."""
         if isinstance(opts, DecodeOptions):
             opts = cls(decode=opts)
         opts = opts or cls()
         renames = {"lang": "language", "chunk_seconds": "max_segment_seconds"}
         kw = {renames.get(k, k): v for k, v in overrides.items()}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kw) - known)
+        search = {k: kw.pop(k) for k in [k for k in kw if k in {f.name for f in fields(DecodeOptions)}]}
+        unknown = sorted(set(kw) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"unknown transcribe option(s): {', '.join(unknown)}")
+        if search:
+            kw["decode"] = replace(opts.decode, **search)
         return replace(opts, **kw) if kw else opts
 
 
