@@ -26,7 +26,7 @@ def export(
                                           help="Checkpoint .pt or model package dir; repeat to average several."),
     out: Path = typer.Option(..., "--output-dir", "-o", help="Export directory DIR (created)."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (dynamic int8 weight quantization)."),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 17)."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18; 18 runs on onnxruntime >= 1.14 and sherpa-onnx)."),
     use_averaged: bool = typer.Option(False, "--use-averaged",
                                       help="Export each checkpoint's running weight average instead of its weights."),
     check_data: Optional[Path] = typer.Option(None, "--check-data",

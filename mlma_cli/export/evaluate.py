@@ -19,8 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mlma_cli.export.parity import compare
-from mlma_cli.export.runtime import (INT8_FILE, MODEL_FILE, SAMPLE_RATE, TOKENS_FILE, OnnxCtcModel, compute_fbank,
-                                     ctc_greedy_ids)
+from mlma_cli.export.runtime import INT8_FILE, MODEL_FILE, SAMPLE_RATE, TOKENS_FILE, OnnxCtcModel, compute_fbank
 
 _TAG = re.compile(r"<[^<>\s]+>")
 

@@ -31,6 +31,7 @@ from mlma_cli.utils.io import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 and up (asked for less, it keeps 18)
 LOOP_OPS = ("Scan", "Loop")
 SUPPORTED = {"conmamba": ("mamba1", "mamba2"), "conformer": None}
 # Example input for tracing: two utterances of different lengths, so padding paths are traced too.
@@ -110,6 +111,9 @@ def export_model(model: torch.nn.Module, path: PathLike, metadata: Dict[str, str
         prog = torch.onnx.export(ep, dynamo=True, opset_version=opset, input_names=["x", "x_lens"],
                                  output_names=["log_probs", "log_probs_len"], verbose=False)
     proto = prog.model_proto
+    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:
+        raise MlmaError(f"asked for ONNX opset {opset}, the exporter wrote {got}; pick an opset it supports")
     loops = count_loop_nodes(proto.graph)
     if model.config.encoder == "conmamba" and loops == 0:
         raise MlmaError("ONNX export produced no Scan/Loop node: the scans were unrolled (report this as a bug)")
@@ -178,13 +182,13 @@ def export_checkpoint(checkpoints: Union[PathLike, Sequence[PathLike]], out_dir:
         checkpoints: checkpoint path(s) or model package dir(s) (anything ``load_for_inference`` takes).
         out_dir: the export directory (created).
         int8: also write the dynamically quantized model.
-        opset: ONNX opset (>= 17: LayerNormalization).
+        opset: ONNX opset (>= 18).
         use_averaged: export each checkpoint's running weight average.
     """
     from mlma_cli.checkpoint import load_for_inference
 
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    if opset < MIN_OPSET:
+        raise MlmaError(f"--opset {opset}: the exporter writes opset {MIN_OPSET} or newer")
     _require_onnx()
     inf = load_for_inference(checkpoints, device="cpu", use_averaged=use_averaged)
     cfg, tok = inf.config, inf.tokenizer
