@@ -81,7 +81,7 @@ def trained(tiny_data_dir, tmp_path_factory, one_torch_thread):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["export"]["checkpoints"] == [str(ckpt)] * 2 and "mean of 2" in cfg["export"]["averaging"]
     res = SimpleNamespace(out_dir=out, model_path=out / "model.onnx", int8_path=out / "model.int8.onnx",
-                          loop_nodes=cfg["export"]["loop_nodes"])
+                          loop_nodes=cfg["export"]["loop_nodes"], data_dir=tmp / "data")
     return ckpt, cuts, res
 
 
@@ -180,6 +180,25 @@ def test_files_config_and_tokens(trained):
     assert cfg["model_config"]["encoder"] == "conmamba" and cfg["metadata"]["mlma_format"] == "mlma-ctc-onnx"
 
 
+def test_export_leaves_the_training_scans_alone(trained):
+    from mlma_cli.model import backends
+    from mlma_cli.model.scan import selective_scan
+
+    assert backends.FORCED == {}
+    assert backends.selective_scan_for(torch.zeros(1), "torch") is selective_scan
+
+
+def test_check_data_command(trained, capsys):
+    """The reusable figures command on the fixture's data: parity, WERs and sherpa-onnx in one table."""
+    ckpt, _, res = trained
+    assert _cli(["export", "-c", str(ckpt), "-o", str(res.out_dir), "--skip-export", "--check-data",
+                 str(res.data_dir), "--test-sets", "synthetic/de/train", "--max-utts", "3"]) == 0
+    row, = json.loads((res.out_dir / "check.json").read_text())
+    assert row["utts"] == 3 and row["max_abs_diff_fp32"] <= 1e-3 and row["identical_fp32_pct"] == 100
+    assert row["wer_fp32"] == row["wer_torch"] and row["sherpa_equal_ids_pct"] == 100 and row["fbank_gap"] < 5e-3
+    assert "synthetic/de/train" in capsys.readouterr().out
+
+
 def test_runtime_imports_without_torch(trained):
     _, cuts, res = trained
     wav = cuts[0].recording.sources[0].source
@@ -264,6 +283,8 @@ def test_cli_export_and_errors(trained, tmp_path, capsys):
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if line.startswith("mlma: error: ")]
     assert len(err) == 3 and "transformer" in err[0] and "Traceback" not in stderr, stderr
+    assert _cli(["export", "-c", str(ckpt), "-o", str(tmp_path / "o4"), "--opset", "17"]) == 1
+    assert "opset 18 or newer" in capsys.readouterr().err
     # an ONNX file from another tool
     graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
