@@ -83,10 +83,10 @@ lm_and_graph() {
   # lm_and_graph LANG TAG DATASET...   word $lm_order-gram on the DATASETs' text -> $data/lm/LANG/lm.arpa, and
   #   its decoding graph (H topology $ctc_topo) -> $data/graph/LANG. TAG suffixes the .done markers ("" or ".LANG").
   local lang=$1 tag=$2; shift 2
-  run_once "$data/.done.lm$tag" mlma lm train --out "$data/lm/$lang/lm.arpa" --data-dir "$data" \
+  run_once "$data/.done.lm$tag" mlma lm train --output "$data/lm/$lang/lm.arpa" --data-dir "$data" \
     --datasets "$(join_by , "$@")" --order "$lm_order"
   run_once "$data/.done.graph$tag" mlma lm graph --arpa "$data/lm/$lang/lm.arpa" --tokenizer "$tokenizer" \
-    --out-dir "$data/graph/$lang" --topo "$ctc_topo"
+    --output-dir "$data/graph/$lang" --topo "$ctc_topo"
 }
 
 # ---- model stages shared by the corpus recipes. They read the recipe's variables:
@@ -115,6 +115,6 @@ decode_sets() {
     log "decode $sets with $checkpoint, $method"
     graph_opt=(); [ "$method" = wfst ] && graph_opt=(--graph "$graph_dir")
     run_once "$out/.done.$tag$method" mlma decode --checkpoint "$checkpoint" --data-dir "$data" \
-      --test-sets "$sets" --method "$method" --beam "$beam" "${graph_opt[@]}" --device "$decode_device" --out-dir "$out"
+      --test-sets "$sets" --method "$method" --beam "$beam" "${graph_opt[@]}" --device "$decode_device" --output-dir "$out"
   done
 }

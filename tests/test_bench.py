@@ -54,7 +54,7 @@ def test_model_bench_tiny_and_cli(tmp_path):
 
     out = tmp_path / "m.json"
     r = CliRunner().invoke(app, ["bench", "model", "--size", "tiny", "--seconds", "0.5", "--device", "cpu",
-                                 "--repeats", "1", "--budget", "0.5", "--out", str(out)])
+                                 "--repeats", "1", "--budget", "0.5", "--output", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["rows"]
 

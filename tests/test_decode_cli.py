@@ -76,15 +76,15 @@ def _invoke(args):
 
 def test_decode_score_report_end_to_end(env):
     out = env.root / "exp" / "decode"
-    common = ["--checkpoint", str(env.ckpt), "--data-dir", str(env.data), "--out-dir", str(out)]
+    common = ["--checkpoint", str(env.ckpt), "--data-dir", str(env.data), "--output-dir", str(out)]
     _invoke(["decode", *common, "--test-sets", "synthetic/*/test"])
     _invoke(["decode", *common, "--test-sets", "synthetic/de/test,synthetic/en/test", "--method",
              "ctc-prefix-beam-search", "--beam", "3", "--checkpoint", str(env.ckpt)])  # two checkpoints: averaged
     arpa = env.root / "lm" / "lm.arpa"
     _invoke(["lm", "train", "--data-dir", str(env.data), "--datasets", "synthetic/de/test",
-             "--datasets", "synthetic/en/test", "--order", "2", "--out", str(arpa)])
+             "--datasets", "synthetic/en/test", "--order", "2", "--output", str(arpa)])
     graph = env.root / "graph"
-    _invoke(["lm", "graph", "--arpa", str(arpa), "--checkpoint", str(env.ckpt), "--out-dir", str(graph)])
+    _invoke(["lm", "graph", "--arpa", str(arpa), "--checkpoint", str(env.ckpt), "--output-dir", str(graph)])
     _invoke(["decode", *common, "--test-sets", "synthetic/de/test", "--method", "wfst", "--graph", str(graph),
              "--lm-scale", "0.5"])
 
@@ -114,12 +114,12 @@ def test_decode_score_report_end_to_end(env):
     rows = json.loads((out / "scores.json").read_text())["rows"]
     assert {(r["dataset"], r["setting"]) for r in rows} >= {("synthetic/en/test", "ctc-prefix-beam-search-beam-3")}
 
-    rep = _invoke(["report", str(out.parent), "--out-dir", str(env.root / "report")])
+    rep = _invoke(["report", str(out.parent), "--output-dir", str(env.root / "report")])
     rj = json.loads((env.root / "report" / "report.json").read_text())
     assert rj["languages"] == ["de", "en"] and rj["testsets"] == ["synthetic/test"]
     assert (env.root / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "| de |" in (env.root / "report" / "report.md").read_text()
-    only = _invoke(["report", str(out), "--method", "ctc-greedy-search", "--out-dir", str(env.root / "r2")])
+    only = _invoke(["report", str(out), "--method", "ctc-greedy-search", "--output-dir", str(env.root / "r2")])
     cells = json.loads((env.root / "r2" / "report.json").read_text())["cells"]
     assert {c["setting"] for c in cells} == {"ctc-greedy-search"}
 
@@ -165,13 +165,13 @@ def test_decode_errors_name_the_file(env, tmp_path):
     from mlma_cli.cli.main import app
 
     r = CliRunner().invoke(app, ["decode", "--checkpoint", str(env.ckpt), "--data-dir", str(env.data),
-                                 "--test-sets", "synthetic/fr/test", "--out-dir", str(tmp_path)])
+                                 "--test-sets", "synthetic/fr/test", "--output-dir", str(tmp_path)])
     assert isinstance(r.exception, MlmaError) and "synthetic/fr/test" in str(r.exception)
     r = CliRunner().invoke(app, ["decode", "--checkpoint", str(env.ckpt), "--data-dir", str(env.data),
-                                 "--test-sets", "synthetic/de/test", "--method", "wfst", "--out-dir", str(tmp_path)])
+                                 "--test-sets", "synthetic/de/test", "--method", "wfst", "--output-dir", str(tmp_path)])
     assert isinstance(r.exception, MlmaError) and "--graph" in str(r.exception)
     r = CliRunner().invoke(app, ["decode", "--checkpoint", str(tmp_path / "nope.pt"), "--data-dir", str(env.data),
-                                 "--test-sets", "synthetic/de/test", "--out-dir", str(tmp_path)])
+                                 "--test-sets", "synthetic/de/test", "--output-dir", str(tmp_path)])
     assert isinstance(r.exception, MlmaError) and "nope.pt" in str(r.exception)
     r = CliRunner().invoke(app, ["score", "--decode-dir", str(tmp_path / "empty")])
     assert isinstance(r.exception, MlmaError) and "empty" in str(r.exception)

@@ -10,7 +10,7 @@ from mlma_cli.model import scan_cpu_kernel
 
 def test_env_report_matches_the_paths_taken(tmp_path):
     out = tmp_path / "env.json"
-    res = CliRunner().invoke(app, ["env", "--json", str(out)])
+    res = CliRunner().invoke(app, ["env", "--output", str(out)])
     assert res.exit_code == 0, res.output
     for title in ("system", "packages", "accelerators", "paths", "tools"):
         assert title in res.output

@@ -103,7 +103,7 @@ def test_model_info_named_yaml_and_checkpoint(tmp_path):
 
     runner = CliRunner()
     res = runner.invoke(_cli(), ["model-info", "conmamba-paper", "--vocab-size", "31",
-                                 "--json", str(tmp_path / "info.json")])
+                                 "--output", str(tmp_path / "info.json")])
     assert res.exit_code == 0, res.output
     assert "31,555,519" in res.output and "mixer: backward direction" in res.output
     import json

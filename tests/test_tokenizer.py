@@ -198,11 +198,11 @@ def test_cli(corpus, tmp_path):
     from mlma_cli.cli.main import app
 
     data, _ = corpus
-    result = CliRunner().invoke(app, ["tokenizer", "--data", str(data), "--dataset", "textonly/*/train",
-                                      "--out-dir", str(tmp_path / "lang"), "--vocab-size", "150",
+    result = CliRunner().invoke(app, ["tokenizer", "--data-dir", str(data), "--dataset", "textonly/*/train",
+                                      "--output-dir", str(tmp_path / "lang"), "--vocab-size", "150",
                                       "--model-type", "bpe", "--lang-tags"])
     assert result.exit_code == 0, result.output
     assert "nl" in result.output and (tmp_path / "lang" / "tokenizer.model").is_file()
     assert Tokenizer.load(tmp_path / "lang" / "tokenizer.model").lang_tags
-    bad = CliRunner().invoke(app, ["tokenizer", "--cuts", str(tmp_path / "none"), "--out-dir", str(tmp_path / "x")])
+    bad = CliRunner().invoke(app, ["tokenizer", "--cuts", str(tmp_path / "none"), "--output-dir", str(tmp_path / "x")])
     assert bad.exit_code != 0 and isinstance(bad.exception, MlmaError)

@@ -73,7 +73,7 @@ fi
 if in_stage 2; then
   log "stage 2: $token_type tokenizer on the training sentences"
   run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" --dataset "commonvoice/$lang/$train_split" \
-    --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
+    --output-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
 fi
 
 if in_stage 3 && [ "$use_lm" = true ]; then
@@ -102,6 +102,6 @@ for model in $models; do
   fi
   if in_stage 8; then
     log "stage 8: per-language report for $model -> $dir/report"
-    mlma report "$dir/decode" --out-dir "$dir/report"
+    mlma report "$dir/decode" --output-dir "$dir/report"
   fi
 done

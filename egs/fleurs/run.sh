@@ -71,5 +71,5 @@ fi
 
 if in_stage 4; then
   log "stage 4: per-language report -> $dir/report"
-  mlma report "$dir/decode" --out-dir "$dir/report"
+  mlma report "$dir/decode" --output-dir "$dir/report"
 fi

@@ -69,7 +69,7 @@ if in_stage 2; then
   log "stage 2: $token_type tokenizer on the training transcripts"
   mapfile -t dataset_opts < <(repeat_opt --dataset "${train_sets[@]}")
   run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${dataset_opts[@]}" \
-    --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
+    --output-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$token_type"
 fi
 
 if in_stage 3 && [ "$use_lm" = true ]; then
@@ -98,6 +98,6 @@ for model in $models; do
   fi
   if in_stage 8; then
     log "stage 8: per-language report for $model -> $dir/report"
-    mlma report "$dir/decode" --out-dir "$dir/report"
+    mlma report "$dir/decode" --output-dir "$dir/report"
   fi
 done

@@ -56,7 +56,7 @@ fi
 if in_stage 2; then
   log "stage 2: one SentencePiece tokenizer over the training text of $langs"
   run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${tokenizer_sets[@]}" \
-    --out-dir "$data/lang" --vocab-size "$vocab_size" --model-type unigram
+    --output-dir "$data/lang" --vocab-size "$vocab_size" --model-type unigram
 fi
 
 for model in $models; do
@@ -68,19 +68,19 @@ for model in $models; do
   fi
   if in_stage 4; then
     log "stage 4: average the last $avg checkpoints of $model"
-    run_once "$dir/.done.average" mlma average --exp-dir "$dir" --last "$avg" --out "$dir/averaged.pt"
+    run_once "$dir/.done.average" mlma average --exp-dir "$dir" --last "$avg" --output "$dir/averaged.pt"
   fi
   if in_stage 5; then
     log "stage 5: decode $model"
     for method in $decode_methods; do
       run_once "$dir/.done.decode.$method" mlma decode --checkpoint "$dir/averaged.pt" --data-dir "$data" \
-        --test-sets "$test_sets" --method "$method" --out-dir "$dir/decode"
+        --test-sets "$test_sets" --method "$method" --output-dir "$dir/decode"
     done
   fi
   if in_stage 6; then
     log "stage 6: score (WER/CER tables, 95% CIs) and per-language report for $model"
     mlma score --decode-dir "$dir/decode"
-    mlma report "$dir/decode" --out-dir "$dir/report"
+    mlma report "$dir/decode" --output-dir "$dir/report"
   fi
 done
 log "done: see $exp/*/report/report.md and $exp/*/decode/scores.md"

@@ -121,7 +121,7 @@ if in_stage 2; then
   log "stage 2: one $token_type tokenizer ($vocab_size) over all languages' training text, balance alpha $token_alpha"
   mapfile -t dataset_opts < <(repeat_opt --dataset "${train_sets[@]}")
   tags=--no-lang-tags; [ "$lang_tags" = true ] && tags=--lang-tags
-  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${dataset_opts[@]}" --out-dir "$data/lang" \
+  run_once "$data/.done.tokenizer" mlma tokenizer --data-dir "$data" "${dataset_opts[@]}" --output-dir "$data/lang" \
     --vocab-size "$vocab_size" --model-type "$token_type" --balance-alpha "$token_alpha" "$tags"
 fi
 
@@ -157,6 +157,6 @@ for model in $models; do
   fi
   if in_stage 8; then
     log "stage 8: per-language report for $model -> $dir/report"
-    mlma report "$dir/decode" --out-dir "$dir/report"
+    mlma report "$dir/decode" --output-dir "$dir/report"
   fi
 done

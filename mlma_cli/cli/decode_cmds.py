@@ -41,21 +41,18 @@ def _expand_test_sets(data_dir: Path, patterns: List[str]) -> List[str]:
 
 def _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
                     max_duration=200.0, suffix=""):
+    """DecodeOptions from the search options decode and transcribe share, checked before any model loads."""
     from mlma_cli.decode.runner import DecodeOptions
+    from mlma_cli.utils.device import pick_device
 
     opts = DecodeOptions(method=method, beam=beam, graph=Path(graph) if graph else None, backend=backend,
                          search_beam=search_beam, output_beam=output_beam, max_active=max_active,
-                         lm_scale=lm_scale, device=device, max_duration=max_duration, suffix=suffix)
+                         lm_scale=lm_scale, device=pick_device(device), max_duration=max_duration, suffix=suffix)
     opts.validate()
     if opts.method == "wfst" and opts.backend == "k2":
         from mlma_cli.decode.k2_backend import require_k2
 
         require_k2()  # fail before loading checkpoints, with the install hint
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MlmaError(f"--device {device} asked for but CUDA is not available here; use --device cpu")
     return opts
 
 
@@ -73,8 +70,8 @@ def decode(
     output_beam: float = typer.Option(8.0, help="k2 output (lattice) beam."),
     max_active: int = typer.Option(7000, help="WFST max active states."),
     lm_scale: float = typer.Option(1.0, help="LM weight relative to the acoustic log-probs (WFST)."),
-    out_dir: Path = typer.Option(Path("exp/decode"), help="Output directory."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    out_dir: Path = typer.Option(Path("exp/decode"), "--output-dir", "-o", help="Output directory."),
+    device: str = typer.Option("auto", help="auto (GPU when present), cpu or cuda[:N]."),
     max_duration: float = typer.Option(200.0, help="Seconds of padded audio per batch."),
     suffix: str = typer.Option("", help="Appended to the setting name (e.g. avg-5)."),
 ) -> None:
@@ -85,7 +82,7 @@ def decode(
     opts = _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
                            max_duration, suffix)
     names = _expand_test_sets(data_dir, _split_list(test_sets))
-    inference = load_for_inference([str(c) for c in checkpoint], device=device, use_averaged=use_averaged)
+    inference = load_for_inference([str(c) for c in checkpoint], device=opts.device, use_averaged=use_averaged)
     results = run_decode(inference, data_dir, names, opts, out_dir, checkpoints=[str(c) for c in checkpoint])
     for r in results:
         lo, hi = r["wer"]["ci95"]
@@ -101,7 +98,8 @@ def score(
     hyp: Optional[Path] = typer.Option(None, help="Hypothesis text file (same format)."),
     lang: Optional[str] = typer.Option(None, help="Language of --ref/--hyp (en de fr es it nl)."),
     name: str = typer.Option("text", help="Dataset name used for --ref/--hyp rows."),
-    out_dir: Optional[Path] = typer.Option(None, help="Where scores.md/json/png go (default: decode dir)."),
+    out_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o",
+                                           help="Where scores.md/json/png go (default: decode dir)."),
     bootstrap_samples: int = typer.Option(1000, help="Bootstrap replicates for the 95% CI."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
 ) -> None:
@@ -128,7 +126,7 @@ def score(
 
 @lm_app.command("train")
 def lm_train(
-    out: Path = typer.Option(..., help="ARPA file to write, e.g. data/lm/de/lm.arpa"),
+    out: Path = typer.Option(..., "--output", "-o", help="ARPA file to write, e.g. data/lm/de/lm.arpa"),
     data_dir: Path = typer.Option(Path("data"), help="Data directory (manifests/)."),
     datasets: Optional[List[str]] = typer.Option(None, help="Training sets corpus/lang/split (repeat or commas)."),
     text: Optional[Path] = typer.Option(None, help="Plain text file, one sentence per line (needs --lang)."),
@@ -160,8 +158,8 @@ def lm_train(
 @lm_app.command("graph")
 def lm_graph(
     arpa: Path = typer.Option(..., help="Word n-gram LM (ARPA)."),
-    out_dir: Path = typer.Option(..., help="Graph directory to write (HLG.fst, G.fst, words.txt, ...)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Take the tokenizer from this checkpoint."),
+    out_dir: Path = typer.Option(..., "--output-dir", "-o", help="Graph directory to write (HLG.fst, G.fst, words.txt, ...)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Take the tokenizer from this checkpoint."),
     tokenizer: Optional[Path] = typer.Option(None, help="Or from this SentencePiece model."),
     topo: str = typer.Option("standard", help="CTC topology of H: standard (exact CTC, V^2 arcs) or compact "
                                               "(3V arcs, for vocabularies of thousands of tokens)."),
@@ -187,7 +185,7 @@ def lm_graph(
 
 def report(
     exp_dir: Path = typer.Argument(..., help="Recipe experiment directory holding decode results."),
-    out_dir: Optional[Path] = typer.Option(None, help="Where report.md/json/png go (default: EXP_DIR)."),
+    out_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where report.md/json/png go (default: EXP_DIR)."),
     method: Optional[str] = typer.Option(None, help="Only this decoding method."),
     setting: Optional[str] = typer.Option(None, help="Only this setting (e.g. ctc-greedy-search)."),
 ) -> None:
@@ -205,8 +203,8 @@ def bench_decode(
     batch: int = typer.Option(4, help="Utterances per batch."),
     vocab_size: int = typer.Option(500, help="Vocabulary size of the random model."),
     beam: int = typer.Option(4, help="Prefix beam size."),
-    out: Optional[Path] = typer.Option(None, help="Write the results as JSON here."),
-    device: str = typer.Option("cpu", help="Where the model runs (searches run on CPU)."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
+    device: str = typer.Option("auto", help="Where the model runs: auto, cpu, cuda (searches run on CPU)."),
 ) -> None:
     """Real-time factor of each decoding method (random weights, CPU) for the given model sizes."""
     from mlma_cli.bench.decode import run_bench

@@ -7,7 +7,10 @@ from typing import Optional
 import typer
 
 
-def env(json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here.")) -> None:
+def env(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document instead of tables."),
+    json_out: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON here."),
+) -> None:
     """Print what this machine offers mlma: package versions, GPUs, and which backend each component uses."""
     from rich.console import Console
 
@@ -15,13 +18,18 @@ def env(json_out: Optional[Path] = typer.Option(None, "--json", help="Also write
     from mlma_cli.utils.environment import collect_environment
 
     report = collect_environment()
-    console = Console()
-    for section, items in report.items():
-        console.print(key_value_table(section, items))
     if json_out:
         from mlma_cli.utils.io import write_json_atomic
 
         write_json_atomic(json_out, report)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    for section, items in report.items():
+        console.print(key_value_table(section, items))
 
 
 def register(app: typer.Typer) -> None:

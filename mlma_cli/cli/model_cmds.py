@@ -84,7 +84,8 @@ def model_info(
     spec: str = typer.Argument(..., metavar="SIZE_OR_YAML_OR_CHECKPOINT",
                                help="Named size (e.g. conmamba-paper), a YAML model config, or a checkpoint."),
     vocab_size: Optional[int] = typer.Option(None, help="Override the vocabulary size (named sizes default to 500)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write config and counts as JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print config and counts as one JSON document instead of tables."),
+    json_out: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write config and counts as JSON here."),
 ) -> None:
     """Print a model's configuration and its parameter count per component."""
     import torch
@@ -100,6 +101,17 @@ def model_info(
         model = build_model(cfg)
     counts = parameter_table(model)
     total = sum(counts.values())
+    backends = describe()
+    doc = {"config": cfg.to_dict(), "parameters": dict(counts), "total": total, "backends": backends}
+    if json_out:
+        from mlma_cli.utils.io import write_json_atomic
+
+        write_json_atomic(json_out, doc)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(doc, indent=2))
+        return
     console = Console()
     console.print(key_value_table(f"model config: {spec}", cfg.to_dict(), "field"))
     ptab = Table(title=f"parameters ({cfg.encoder}, {cfg.num_layers} layers x d_model {cfg.d_model})")
@@ -110,13 +122,7 @@ def model_info(
         ptab.add_row(k, f"{n:,}", f"{100 * n / total:.1f}%")
     ptab.add_row("total", f"{total:,}", f"{total / 1e6:.2f} M", style="bold")
     console.print(ptab)
-    backends = describe()
     console.print(key_value_table("scan backends on this machine", backends, "path", "uses"))
-    if json_out:
-        from mlma_cli.utils.io import write_json_atomic
-
-        write_json_atomic(json_out, {"config": cfg.to_dict(), "parameters": dict(counts), "total": total,
-                                     "backends": backends})
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -138,7 +144,7 @@ def bench_model(
     max_attn_gb: float = typer.Option(4.0, help="Skip Conformer runs whose attention would need more than this."),
     scan_backend: str = typer.Option("auto", help="auto | torch | cuda"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
-    out: Path = typer.Option(Path("bench_model.json"), help="JSON results."),
+    out: Path = typer.Option(Path("bench_model.json"), "--output", "-o", help="JSON results."),
 ) -> None:
     """Forward and forward+backward time and peak memory, ConMamba vs Conformer, across utterance lengths."""
     from rich.console import Console
@@ -176,7 +182,7 @@ def bench_scan(
     memory: bool = typer.Option(True, help="Measure peak memory (one subprocess per entry)."),
     mamba_ssm_backward: bool = typer.Option(True, help="Include mamba-ssm reference backward (slow)."),
     ssd: bool = typer.Option(True, help="Also benchmark the Mamba-2 SSD scan."),
-    out: Path = typer.Option(Path("bench_scan.json"), help="JSON results."),
+    out: Path = typer.Option(Path("bench_scan.json"), "--output", "-o", help="JSON results."),
 ) -> None:
     """Our selective scan against the plain loop (and mambapy / mamba-ssm's reference when importable)."""
     from mlma_cli.bench.scan import run_scan_bench

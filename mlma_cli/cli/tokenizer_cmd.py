@@ -9,9 +9,9 @@ import typer
 
 def tokenizer(
     cuts: List[Path] = typer.Option([], "--cuts", help="A cuts.jsonl.gz, or a dataset dir holding one (repeatable)."),
-    data: Optional[Path] = typer.Option(None, "--data-dir", "--data", help="Data directory for --dataset (as for the other commands)."),
+    data: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for --dataset (as for the other commands)."),
     dataset: List[str] = typer.Option([], "--dataset", help="Dataset pattern under DATA/manifests, e.g. 'synthetic/*/train' (repeatable)."),
-    out_dir: Path = typer.Option(Path("data/lang"), "--out-dir", help="Where tokenizer.model, .vocab, tokens.txt go."),
+    out_dir: Path = typer.Option(Path("data/lang"), "--output-dir", "-o", help="Where tokenizer.model, .vocab, tokens.txt go."),
     vocab_size: int = typer.Option(500, "--vocab-size", help="Target vocabulary size (soft limit; ignored for char)."),
     model_type: str = typer.Option("unigram", "--model-type", help="unigram | bpe | char."),
     lang_tags: bool = typer.Option(False, "--lang-tags/--no-lang-tags", help="Add <en> <de> ... as user-defined pieces."),

@@ -19,7 +19,7 @@ from mlma_cli.errors import MlmaError
 
 
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training YAML (sections model, data, train)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training YAML (sections model, data, train)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config value: section.key=value or key=value (YAML value), e.g. train.lr=5e-4."),
     data_dir: Optional[str] = typer.Option(None, help="= --set data.data_dir=..."),
     train_sets: List[str] = typer.Option([], "--train", help="Training dataset corpus/lang/split ('*' globs); repeatable."),
@@ -68,7 +68,7 @@ def train(
 
 def average(
     exp_dir: Path = typer.Option(..., help="Experiment directory holding checkpoint-*.pt / epoch-*.pt."),
-    output: Path = typer.Option(..., "--output", "--out", "-o", help="Averaged checkpoint to write."),
+    output: Path = typer.Option(..., "--output", "-o", help="Averaged checkpoint to write."),
     last: Optional[int] = typer.Option(None, help="Average the K newest checkpoints."),
     best: Optional[int] = typer.Option(None, help="Average the K checkpoints with the lowest dev loss."),
     use_averaged: bool = typer.Option(False, help="Use the running averages: mean over the steps spanned by the chosen checkpoints."),
