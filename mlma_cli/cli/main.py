@@ -101,8 +101,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
         return _unexpected(err, args)
-    # standalone_mode=False returns typer.Exit's code (e.g. 130 from an interrupted training) as the value
-    return rv if isinstance(rv, int) else 0
+    # standalone_mode=False returns typer.Exit's code as the value; typer turns Ctrl-C into Exit(130)
+    status = rv if isinstance(rv, int) else 0
+    if status == 130:
+        typer.secho(f"{PROG}: interrupted", err=True)
+    return status
 
 
 def _unexpected(err: Exception, args: Sequence[str]) -> int:

@@ -57,13 +57,27 @@ def train(
         raise MlmaError(str(err)) from err
     if resume is not None and no_resume:
         raise MlmaError("--resume and --no-resume exclude each other")
-    result = run_train(cfg, resume=resume if resume is not None else (False if no_resume else "auto"))
+    exp = Path(cfg.train.exp_dir)
+    made_here = not exp.exists()
+    try:
+        result = run_train(cfg, resume=resume if resume is not None else (False if no_resume else "auto"))
+    except (MlmaError, ValueError):
+        _remove_if_unused(exp, made_here)  # a run that failed its checks leaves nothing half-made behind
+        raise
     state = "interrupted" if result.interrupted else "finished"
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         typer.echo(f"training {state} at step {result.step} (epoch {result.epoch}); last checkpoint: "
                    f"{result.last_checkpoint}; {result.skipped_batches} batch(es) skipped")
     if result.interrupted:  # non-zero so recipes do not mark the stage done; rerun the command to resume
         raise typer.Exit(code=130)
+
+
+def _remove_if_unused(exp: Path, made_here: bool) -> None:
+    """Delete an exp dir this run created when it holds no checkpoint (only the config copy and an early log)."""
+    if made_here and exp.is_dir() and not any(exp.glob("*.pt")) and os.environ.get("RANK", "0") == "0":
+        import shutil
+
+        shutil.rmtree(exp, ignore_errors=True)
 
 
 def average(

@@ -5,8 +5,11 @@ float32 for inference (``mlma transcribe``). Both raise ``MlmaError`` naming the
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -40,6 +43,45 @@ class AudioInfo:
         return self.num_samples / self.sampling_rate if self.sampling_rate else 0.0
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what C libraries print on fd 2 (libsndfile's mpg123 writes "Note: Illegal Audio-MPEG-Header"
+    lines for broken mp3s); mlma reports the failure itself, in one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def sound_info(path: str):
+    """soundfile.info without the native library's stderr chatter."""
+    with quiet_native_stderr():
+        return sf.info(path)
+
+
+def require_audio_file(path: PathLike) -> str:
+    """``path`` as a string if it is a non-empty regular file, else MlmaError saying which of those it is not
+    (libsndfile's own message for both is "File does not exist or is not a regular file")."""
+    path = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise MlmaError(f"{path}: audio file not found")
+    if not p.is_file():
+        raise MlmaError(f"{path}: not a regular file (a directory or device); pass an audio file")
+    if p.stat().st_size == 0:
+        raise MlmaError(f"{path}: empty file (0 bytes); re-download or re-export it")
+    return path
+
+
 def probe_audio(path: PathLike, full_decode: bool = False) -> AudioInfo:
     """Check that ``path`` is readable audio and return its rate / length.
 
@@ -48,11 +90,9 @@ def probe_audio(path: PathLike, full_decode: bool = False) -> AudioInfo:
     length is an estimate) and returns the decoded length; slower, for suspicious corpora.
     Raises ``MlmaError("<file>: <why>")`` for missing, unreadable, truncated or corrupt files.
     """
-    path = str(path)
-    if not Path(path).is_file():
-        raise MlmaError(f"{path}: audio file not found")
+    path = require_audio_file(path)
     try:
-        info = sf.info(path)
+        info = sound_info(path)
     except Exception as err:  # libsndfile raises its own error types
         raise MlmaError(f"{path}: unreadable audio ({_short(err)}); re-download or re-extract this file") from err
     declared = int(info.frames)
@@ -83,11 +123,10 @@ def load_audio(path: PathLike, target_sr: int = 16000) -> Tuple[np.ndarray, int]
 
     Stereo/multichannel audio is averaged to mono. Falls back to ffmpeg for formats libsndfile cannot read.
     """
-    path = str(path)
-    if not Path(path).is_file():
-        raise MlmaError(f"{path}: audio file not found")
+    path = require_audio_file(path)
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with quiet_native_stderr():
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:
         data, sr = _ffmpeg_read(path, err)
     if data.shape[0] == 0:
@@ -128,7 +167,8 @@ def _ffmpeg_read(path: str, first_err: Exception) -> Tuple[np.ndarray, int]:
     )
     if proc.returncode != 0 or not proc.stdout:
         why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no audio decoded"]
-        raise MlmaError(f"{path}: unreadable audio ({why[0]}); check the file or convert it to wav")
+        raise MlmaError(f"{path}: not audio that libsndfile or ffmpeg can decode ({why[0]}); check the file "
+                        "or convert it to wav")
     return np.frombuffer(proc.stdout, dtype=np.float32).reshape(-1, 1), sr
 
 

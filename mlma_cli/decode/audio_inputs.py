@@ -188,15 +188,11 @@ def open_source(inp: Input, stream_seconds: float = STREAM_SECONDS) -> AudioSour
     """An AudioSource for an input; raises MlmaError naming the file when it cannot be read."""
     if inp.loader is not None:
         return ArraySource(inp.name, loader=inp.loader, num_samples=inp.num_samples)
-    import soundfile as sf
+    from mlma_cli.data.audio import load_audio, require_audio_file, sound_info
 
-    from mlma_cli.data.audio import load_audio
-
-    path = inp.name
-    if not Path(path).is_file():
-        raise MlmaError(f"{path}: audio file not found")
+    path = require_audio_file(inp.name)
     try:
-        info = sf.info(path)
+        info = sound_info(path)
     except Exception:
         info = None  # not for libsndfile: load_audio tries ffmpeg (whole file)
     if info is not None and info.frames > stream_seconds * info.samplerate:

@@ -228,10 +228,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        self.data.validate()
-        self.train.validate()
         if not isinstance(self.model, dict):
             raise ValueError("invalid model config: 'model' must be a mapping")
+        check_model_section(self.model)
+        self.data.validate()
+        self.train.validate()
 
     def to_dict(self) -> Dict[str, Any]:
         return {"model": dict(self.model), "data": dataclasses.asdict(self.data),
@@ -319,11 +320,43 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
             from mlma_cli.errors import MlmaError
 
             raise MlmaError(f"config file {path} not found")
-        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ValueError(f"{path}: not valid YAML{where} ({problem}); fix the file") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a mapping with sections model, data, train")
     apply_overrides(d, overrides)
-    return Config.from_dict(d)
+    try:
+        return Config.from_dict(d)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}" if path is not None else str(err)) from None
+
+
+def check_model_section(model: Dict[str, Any]) -> None:
+    """Reject a bad ``model`` section (unknown size or key, d_model not divisible by heads ...) before training
+    creates anything; the real vocabulary size comes from the tokenizer later."""
+    probe = dict(model)
+    try:
+        resolve_model_config(probe, probe.get("vocab_size", 64), probe.get("num_features", 80))
+    except TypeError as err:  # ModelConfig(**keys) with a key it does not have
+        known = sorted(f.name for f in dataclasses.fields(_model_config_class()))
+        bad = str(err).rsplit("argument", 1)[-1].strip(" '")
+        raise ValueError(f"invalid model config: unknown key {bad!r}; known: {known}") from None
+    except ValueError as err:
+        msg = str(err)
+        raise ValueError(msg if msg.startswith("invalid model config") else f"invalid model config: {msg}") from None
+
+
+def _model_config_class():
+    from mlma_cli.model.config import ModelConfig
+
+    return ModelConfig
 
 
 def resolve_model_config(model: Dict[str, Any], vocab_size: int, num_features: int):

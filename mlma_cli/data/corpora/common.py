@@ -5,7 +5,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
@@ -161,11 +161,43 @@ def _recording(rec_id: str, info: AudioInfo) -> Recording:
     )
 
 
-def read_tsv(path: Path) -> Tuple[List[str], List[Dict[str, Optional[str]]]]:
-    """Read a tab-separated file with a header, no quoting (Common Voice has unbalanced quotes)."""
-    import csv
+# Key under which read_tsv reports a row that was not valid UTF-8 (the row's item is then skipped and counted).
+PROBLEM = "__problem__"
 
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+
+def utf8_lines(path: Path) -> Iterator[Tuple[int, str, Optional[str]]]:
+    """(line number, text, problem) for each line; a line that is not UTF-8 is decoded with replacement
+    characters (so its id survives) and ``problem`` says so and what to do; the rest of the file still reads."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            raw = raw.rstrip(b"\r\n")
+            try:
+                yield n, raw.decode("utf-8"), None
+            except UnicodeDecodeError as err:
+                yield n, raw.decode("utf-8", errors="replace"), (
+                    f"{path} line {n} is not UTF-8 (byte {err.start}); re-encode the file, "
+                    "e.g. iconv -f latin1 -t utf-8")
+
+
+def read_tsv(path: Path) -> Tuple[List[str], List[Dict[str, Optional[str]]]]:
+    """Read a tab-separated file with a header, no quoting (Common Voice has unbalanced quotes).
+
+    Rows whose line is not UTF-8 carry the reason under ``PROBLEM``; a header that is not UTF-8 is an error.
+    """
+    lines = list(utf8_lines(path))
+    if not lines:
+        return [], []
+    _, header, problem = lines[0]
+    if problem:
+        raise MlmaError(problem.replace(" line 1 ", " (header line) "))
+    columns = header.split("\t")
+    rows = []
+    for _, line, problem in lines[1:]:
+        if not line:
+            continue
+        values = line.split("\t")
+        row: Dict[str, Optional[str]] = dict(zip(columns, values + [None] * (len(columns) - len(values))))
+        if problem:
+            row[PROBLEM] = problem
+        rows.append(row)
+    return columns, rows

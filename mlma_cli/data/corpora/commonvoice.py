@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlma_cli.data.corpora.common import LANGUAGES, RawItem, check_langs, read_tsv, require_dir, require_file
+from mlma_cli.data.corpora.common import LANGUAGES, PROBLEM, RawItem, check_langs, read_tsv, require_dir, require_file
 from mlma_cli.errors import MlmaError
 
 SPLITS = ("train", "dev", "test")
@@ -44,8 +44,8 @@ def _split_items(lang_dir: Path, lang: str, tsv: Path) -> List[RawItem]:
             items.append(RawItem(id=f"{tsv.stem}-line{n}", audio=tsv, text=None, problem=f"line {n}: no clip path"))
             continue
         locale = (row.get("locale") or "").strip()
-        problem = None
-        if locale and locale.split("-")[0] != lang:
+        problem = row.get(PROBLEM)
+        if not problem and locale and locale.split("-")[0] != lang:
             problem = f"unknown or foreign language code '{locale}' in a '{lang}' release directory"
         custom = {k: row[k] for k in ("age", "accents", "variant") if row.get(k)}
         items.append(

@@ -6,11 +6,10 @@ Also accepted: the hub's ``<root>/data/<code>/`` and lhotse's download layout
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir
+from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir, utf8_lines
 from mlma_cli.errors import MlmaError
 
 CODES = {"en": "en_us", "de": "de_de", "fr": "fr_fr", "es": "es_419", "it": "it_it", "nl": "nl_nl"}
@@ -56,24 +55,25 @@ def _split_items(root: Path, code_dir: Path, split: str) -> List[RawItem]:
         hint = f"extract {tar} there (tar xzf)" if tar.is_file() else f"expected {LAYOUT}"
         raise MlmaError(f"fleurs: audio directory {code_dir / 'audio' / split} not found; {hint}")
     items = []
-    with open(tsv, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise MlmaError(f"fleurs: {tsv} line {n} has {len(row)} column(s); expected 7 tab-separated columns ({LAYOUT})")
-            name = row[1].strip()
-            raw = row[2] if len(row) > 2 else None
-            norm = row[3] if len(row) > 3 else None
-            text = raw if raw and raw.strip() else norm
-            items.append(
-                RawItem(
-                    id=Path(name).stem,
-                    audio=audio_dir / name,
-                    text=text,
-                    speaker=row[0].strip(),
-                    gender=(row[6].strip() or None) if len(row) > 6 else None,
-                    custom={"transcription": norm} if norm else {},
-                )
+    for n, line, problem in utf8_lines(tsv):
+        row = line.split("\t")
+        if not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise MlmaError(f"fleurs: {tsv} line {n} has {len(row)} column(s); expected 7 tab-separated columns ({LAYOUT})")
+        name = row[1].strip()
+        raw = row[2] if len(row) > 2 else None
+        norm = row[3] if len(row) > 3 else None
+        text = raw if raw and raw.strip() else norm
+        items.append(
+            RawItem(
+                id=Path(name).stem,
+                audio=audio_dir / name,
+                text=text,
+                speaker=row[0].strip(),
+                gender=(row[6].strip() or None) if len(row) > 6 else None,
+                custom={"transcription": norm} if norm else {},
+                problem=problem,
             )
+        )
     return items

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir
+from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir, utf8_lines
 from mlma_cli.errors import MlmaError
 
 PARTS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
@@ -46,13 +46,17 @@ def _part_items(part_dir: Path) -> List[RawItem]:
     for trans in trans_files:
         chapter_dir = trans.parent
         texts: Dict[str, str] = {}
-        for line in trans.read_text(encoding="utf-8").splitlines():
+        problems: Dict[str, str] = {}
+        for _, line, problem in utf8_lines(trans):
             if not line.strip():
                 continue
             utt, _, text = line.strip().partition(" ")
             texts[utt] = text
+            if problem:
+                problems[utt] = problem
         audio = {p.stem: p for p in chapter_dir.glob("*.flac")}
         for utt in sorted(set(texts) | set(audio)):
             path = audio.get(utt, chapter_dir / f"{utt}.flac")
-            items.append(RawItem(id=utt, audio=path, text=texts.get(utt), speaker=utt.split("-")[0]))
+            items.append(RawItem(id=utt, audio=path, text=texts.get(utt), speaker=utt.split("-")[0],
+                                 problem=problems.get(utt)))
     return items

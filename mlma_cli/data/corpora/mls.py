@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir
+from mlma_cli.data.corpora.common import RawItem, check_langs, require_dir, utf8_lines
 from mlma_cli.errors import MlmaError
 
 NAMES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian", "nl": "dutch"}
@@ -43,13 +43,16 @@ def _split_items(split_dir: Path) -> List[RawItem]:
         raise MlmaError(f"mls: {trans} not found; expected {LAYOUT}")
     audio = {p.stem: p for ext in ("flac", "opus") for p in (split_dir / "audio").glob(f"*/*/*.{ext}")}
     texts: Dict[str, str] = {}
-    for line in trans.read_text(encoding="utf-8").splitlines():
+    problems: Dict[str, str] = {}
+    for _, line, problem in utf8_lines(trans):
         if line.strip():
             utt, _, text = line.partition("\t")
             texts[utt.strip()] = text
+            if problem:
+                problems[utt.strip()] = problem
     items = []
     for utt in sorted(set(texts) | set(audio)):
         spk, book = (utt.split("_") + ["", ""])[:2]
         path = audio.get(utt, split_dir / "audio" / spk / book / f"{utt}.flac")
-        items.append(RawItem(id=utt, audio=path, text=texts.get(utt), speaker=spk))
+        items.append(RawItem(id=utt, audio=path, text=texts.get(utt), speaker=spk, problem=problems.get(utt)))
     return items

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlma_cli.data.corpora.common import LANGUAGES, RawItem, check_langs, read_tsv, require_dir, require_file
+from mlma_cli.data.corpora.common import LANGUAGES, PROBLEM, RawItem, check_langs, read_tsv, require_dir, require_file
 from mlma_cli.errors import MlmaError
 
 SPLITS = ("train", "dev", "test")
@@ -50,6 +50,7 @@ def _split_items(lang_dir: Path, tsv: Path) -> List[RawItem]:
                 speaker=row.get("speaker_id") or None,
                 gender=row.get("gender") or None,
                 custom={"raw_text": raw} if raw else {},
+                problem=row.get(PROBLEM),
             )
         )
     return items
