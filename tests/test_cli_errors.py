@@ -183,3 +183,22 @@ def test_latin1_transcript_in_librispeech_is_a_bad_item(tmp_path):
     prepare_corpus("librispeech", root, tmp_path / "data")
     bad = read_bad_items(tmp_path / "data/manifests/librispeech/bad_items.tsv")
     assert [b.id for b in bad] == ["103-1240-0001"] and "not UTF-8" in bad[0].reason
+
+
+# ------------------------------------------------------------------ progress callbacks under the bars
+def test_progress_bar_is_off_without_a_terminal_or_when_quiet():
+    from mlma_cli.cli.progress import progress_bar
+
+    with progress_bar("x", quiet=True) as update:
+        assert update is None
+    with progress_bar("x") as update:  # pytest captures stderr: not a terminal
+        assert update is None
+
+
+def test_prepare_reports_probing_progress_over_all_splits(tmp_path):
+    from mlma_cli.data.corpora import prepare_corpus
+
+    root = cf.make_librispeech(tmp_path / "ls", {"dev-clean": 2, "test-clean": 3})
+    calls = []
+    prepare_corpus("librispeech", root, tmp_path / "data", progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (5, 5) and all(t == 5 for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.progress import progress_bar
 from mlma_cli.errors import MlmaError
 
 CORPUS_NAMES = ("librispeech", "commonvoice", "fleurs", "mls", "voxpopuli", "synthetic")
@@ -70,11 +71,12 @@ def prepare(
     else:
         if corpus_dir is None:
             raise MlmaError(f"mlma prepare {corpus}: give the extracted corpus directory, e.g. `mlma prepare {corpus} /data/{corpus}`")
-        report = prepare_corpus(
-            corpus, corpus_dir, data_dir, _split_list(langs), _split_list(splits), jobs,
-            max_duration=max_duration, max_duration_eval=max_duration_eval, min_duration=min_duration,
-            full_decode=full_decode,
-        )
+        with progress_bar(f"checking {corpus} audio", "files") as progress:
+            report = prepare_corpus(
+                corpus, corpus_dir, data_dir, _split_list(langs), _split_list(splits), jobs,
+                max_duration=max_duration, max_duration_eval=max_duration_eval, min_duration=min_duration,
+                full_decode=full_decode, progress=progress,
+            )
     _print_prepare(report)
 
 

@@ -83,7 +83,11 @@ def decode(
                            max_duration, suffix)
     names = _expand_test_sets(data_dir, _split_list(test_sets))
     inference = load_for_inference([str(c) for c in checkpoint], device=opts.device, use_averaged=use_averaged)
-    results = run_decode(inference, data_dir, names, opts, out_dir, checkpoints=[str(c) for c in checkpoint])
+    from mlma_cli.cli.progress import progress_bar
+
+    with progress_bar(f"decoding ({opts.setting})", "utts") as progress:
+        results = run_decode(inference, data_dir, names, opts, out_dir, checkpoints=[str(c) for c in checkpoint],
+                             progress=progress)
     for r in results:
         lo, hi = r["wer"]["ci95"]
         typer.echo(f"{r['dataset']}\t{opts.setting}\tWER {r['wer']['rate']:.2f}% [{lo:.2f}, {hi:.2f}]\t"

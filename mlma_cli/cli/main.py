@@ -56,13 +56,12 @@ def _root(
 
 def _register_all() -> None:
     # Each module adds its subcommands with register(app); imported lazily so `mlma --help` stays fast.
-    from mlma_cli.cli import data_cmds, decode_cmds, env_cmd, model_cmds, pack_cmd, tokenizer_cmd, train_cmds, transcribe_cmd
+    from mlma_cli.cli import (data_cmds, decode_cmds, env_cmd, export_cmd, model_cmds, pack_cmd, tokenizer_cmd,
+                              train_cmds, transcribe_cmd)
 
-    for module in (data_cmds, tokenizer_cmd, model_cmds, train_cmds, decode_cmds, env_cmd, pack_cmd, transcribe_cmd):
+    for module in (data_cmds, tokenizer_cmd, model_cmds, train_cmds, decode_cmds, transcribe_cmd, export_cmd,
+                   pack_cmd, env_cmd):
         module.register(app)
-    from mlma_cli.cli import export_cmd  # `mlma export`, `mlma bench export`
-
-    export_cmd.register(app)
 
 
 _register_all()

@@ -15,30 +15,10 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.progress import progress_bar
 from mlma_cli.errors import MlmaError
 
 log = logging.getLogger(__name__)
-
-
-def _progress_bar(quiet: bool):
-    """A rich progress bar over audio seconds on stderr, as a context manager yielding the callback (or None)."""
-    import contextlib
-
-    if quiet or not sys.stderr.isatty():
-        return contextlib.nullcontext(None)
-
-    @contextlib.contextmanager
-    def bar():
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        cols = (TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
-                TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*cols, console=Console(stderr=True), transient=True) as p:
-            task = p.add_task("transcribe", total=None)
-            yield lambda done, total: p.update(task, completed=done, total=total)
-
-    return bar()
 
 
 def transcribe(
@@ -96,7 +76,7 @@ def transcribe(
                              max_segment_seconds=max_segment_seconds, context_seconds=context_seconds)
     opts.validate()
     inference = load_for_inference([str(c) for c in checkpoint], device=decode.device, use_averaged=use_averaged)
-    with _progress_bar(quiet) as progress:
+    with progress_bar("transcribing", "s audio", quiet) as progress:
         results, errors = transcribe_sources(inference, [(lambda i=i: open_source(i)) for i in inputs], opts,
                                              progress, names=[i.name for i in inputs])
     done = [(inp, r) for inp, r in zip(inputs, results) if r is not None]

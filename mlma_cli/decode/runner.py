@@ -226,8 +226,12 @@ def decode_dataset(model, searcher: Searcher, cuts, lang: str, opts: DecodeOptio
 
 
 def run_decode(inference, data_dir: Path, test_sets: Sequence[str], opts: DecodeOptions, out_dir: Path,
-               checkpoints: Sequence[str] = ()) -> List[dict]:
-    """Decode and score every test set; writes the icefall-layout files and OUT/decode-<setting>.json."""
+               checkpoints: Sequence[str] = (),
+               progress: Optional[Callable[[int, int], None]] = None) -> List[dict]:
+    """Decode and score every test set; writes the icefall-layout files and OUT/decode-<setting>.json.
+
+    ``progress(utterances_done, utterances_total)`` follows all test sets together.
+    """
     from mlma_cli.data.layout import parse_dataset
     from mlma_cli.score.files import write_testset_results
     from mlma_cli.utils.io import write_json_atomic
@@ -236,11 +240,18 @@ def run_decode(inference, data_dir: Path, test_sets: Sequence[str], opts: Decode
     model = inference.model.to(opts.device).eval()
     searcher = Searcher(opts, inference.tokenizer)
     summary = []
+    all_cuts = {name: list(cuts_for(data_dir, name)) for name in test_sets}
+    total, done = sum(len(c) for c in all_cuts.values()), [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        progress(done[0], total)
+
     for name in test_sets:
         corpus, lang, split = parse_dataset(name)
-        cuts = cuts_for(data_dir, name)
+        cuts = all_cuts[name]
         start = time.perf_counter()
-        utts, timer, audio, lid = decode_dataset(model, searcher, cuts, lang, opts)
+        utts, timer, audio, lid = decode_dataset(model, searcher, cuts, lang, opts, tick if progress else None)
         wall = time.perf_counter() - start
         if not utts:
             raise MlmaError(f"{name}: the test set has no cuts; check `mlma prepare` output")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from mlma_cli.data.bad_items import BadItem, write_bad_items
 from mlma_cli.data.corpora import commonvoice, fleurs, librispeech, mls, voxpopuli
@@ -65,8 +65,11 @@ def prepare_corpus(
     max_duration_eval: float = DEFAULT_MAX_DURATION_EVAL,
     min_duration: float = DEFAULT_MIN_DURATION,
     full_decode: bool = False,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> PrepareReport:
     """Prepare ``name`` (librispeech | commonvoice | fleurs | mls | voxpopuli) from ``corpus_dir``.
+
+    ``progress(items_probed, items_total)`` follows the audio probing over all splits.
 
     ``max_duration`` bounds training splits, ``max_duration_eval`` the others; ``full_decode`` decodes
     mp3/ogg/opus files completely while probing (exact lengths, slower). Raises ``MlmaError`` for a
@@ -80,11 +83,15 @@ def prepare_corpus(
     found = CORPORA[name].discover(Path(corpus_dir), langs, splits)
     report = PrepareReport(name)
     bad: List[BadItem] = []
+    total, offset = sum(len(items) for items in found.values()), 0
     for (lang, split), items in found.items():
         limit = max_duration if is_training_split(split) else max(max_duration, max_duration_eval)
+        tick = (lambda done, _n, base=offset: progress(base + done, total)) if progress else None
         res = build_split(
-            items, lang, split, num_jobs=num_jobs, max_duration=limit, min_duration=min_duration, full_decode=full_decode
+            items, lang, split, num_jobs=num_jobs, max_duration=limit, min_duration=min_duration,
+            full_decode=full_decode, progress=tick,
         )
+        offset += len(items)
         bad.extend(res.bad)
         if len(res.supervisions) == 0:
             log.warning("%s/%s/%s: no usable utterance (%d skipped); nothing written", name, lang, split, len(res.bad))

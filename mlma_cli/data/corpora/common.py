@@ -5,7 +5,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
@@ -77,8 +77,11 @@ def build_split(
     max_duration: float = DEFAULT_MAX_DURATION,
     min_duration: float = DEFAULT_MIN_DURATION,
     full_decode: bool = False,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> SplitResult:
     """Probe every item's audio (in ``num_jobs`` threads), drop unusable ones, build lhotse manifests.
+
+    ``progress(probed, total)`` is called as audio files are probed.
 
     Every supervision gets ``language=lang``; a recording per audio file, id = utterance id.
     """
@@ -102,8 +105,12 @@ def build_split(
             seen.add(item.id)
             todo.append(item)
 
+    probes = []
     with ThreadPoolExecutor(max(1, num_jobs)) as pool:
-        probes = list(pool.map(lambda p: _probe(p, full_decode), [i.audio for i in todo]))
+        for probe in pool.map(lambda p: _probe(p, full_decode), [i.audio for i in todo]):
+            probes.append(probe)
+            if progress and (len(probes) % 20 == 0 or len(probes) == len(todo)):
+                progress(len(probes), len(todo))
 
     recordings, supervisions = [], []
     for item, probe in zip(todo, probes):
