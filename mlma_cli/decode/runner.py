@@ -145,12 +145,15 @@ def cut_features(cut, extractor) -> np.ndarray:
     return cut.compute_features(extractor)
 
 
-def batches(cuts: Sequence, max_duration: float) -> List[List]:
-    """Longest first; a batch holds at most max_duration seconds of padded audio (at least one cut)."""
-    ordered = sorted(cuts, key=lambda c: c.duration, reverse=True)
+def batches(items: Sequence, max_duration: float, seconds: Callable = lambda c: c.duration,
+            max_items: Optional[int] = None) -> List[List]:
+    """Longest first; a batch holds at most ``max_duration`` seconds of padded audio (at least one item) and at
+    most ``max_items`` items. ``seconds(item)`` is an item's length (a cut's duration by default)."""
+    ordered = sorted(items, key=seconds, reverse=True)
     out, cur = [], []
     for c in ordered:
-        if cur and (len(cur) + 1) * cur[0].duration > max_duration:
+        full = max_items is not None and len(cur) >= max_items
+        if cur and (full or (len(cur) + 1) * seconds(cur[0]) > max_duration):
             out.append(cur)
             cur = []
         cur.append(c)

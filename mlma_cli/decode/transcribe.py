@@ -29,7 +29,7 @@ import torch
 
 from mlma_cli.decode.audio_inputs import SAMPLING_RATE, ArraySource, AudioSource, collect_inputs, open_source
 from mlma_cli.decode.results import Segment, Transcript
-from mlma_cli.decode.runner import DecodeOptions, Searcher
+from mlma_cli.decode.runner import DecodeOptions, Searcher, batches
 from mlma_cli.decode.segment import VADS, VadConfig, plan_segments
 from mlma_cli.decode.timestamps import frame_seconds, group_words, make_tokens
 from mlma_cli.errors import MlmaError
@@ -176,22 +176,6 @@ class _Decoder:
         return Segment(start, end, text, lang, words)
 
 
-def _batches(jobs: List[_Job], batch_size: int, max_seconds: float) -> List[List[_Job]]:
-    """Longest first; at most batch_size jobs and max_seconds of padded audio (at least one job) per batch."""
-    ordered = sorted(jobs, key=lambda j: j.right - j.left, reverse=True)
-    out: List[List[_Job]] = []
-    cur: List[_Job] = []
-    for j in ordered:
-        longest = (cur[0].right - cur[0].left) / SAMPLING_RATE if cur else 0
-        if cur and (len(cur) >= batch_size or (len(cur) + 1) * longest > max_seconds):
-            out.append(cur)
-            cur = []
-        cur.append(j)
-    if cur:
-        out.append(cur)
-    return out
-
-
 def _majority_language(segments: Sequence[Segment]) -> Optional[str]:
     votes: Counter = Counter()
     for s in segments:
@@ -242,7 +226,8 @@ def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[
                                                                      for j in jobs if not j.whole)
     done = 0.0
     planning = time.perf_counter() - t_start
-    for batch in _batches(jobs, opts.batch_size, opts.decode.max_duration):
+    for batch in batches(jobs, opts.decode.max_duration, seconds=lambda j: (j.right - j.left) / SAMPLING_RATE,
+                         max_items=opts.batch_size):
         t0 = time.perf_counter()
         ok, audios = [], []
         for j in batch:
