@@ -202,3 +202,10 @@ def test_prepare_reports_probing_progress_over_all_splits(tmp_path):
     calls = []
     prepare_corpus("librispeech", root, tmp_path / "data", progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (5, 5) and all(t == 5 for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_old_train_dash_c_still_reads_the_config(workdir):
+    proc = run_mlma("train", "-c", "size.yaml", "--exp-dir", "exp_c", cwd=workdir)
+    lines = stderr_lines(proc)
+    assert proc.returncode == 1 and "-c is deprecated for `mlma train`; use --config" in lines[0]
+    assert "unknown model size 'conmamba-huge'" in lines[1]

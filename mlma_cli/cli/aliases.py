@@ -18,6 +18,7 @@ DEPRECATED: Dict[str, Dict[str, str]] = {
     "lm train": {"--out": "--output"},
     "lm graph": {"--out-dir": "--output-dir"},
     "average": {"--out": "--output"},
+    "train": {"-c": "--config"},  # -c means --checkpoint everywhere else
     "bench model": {"--out": "--output"},
     "bench scan": {"--out": "--output"},
     "bench decode": {"--out": "--output"},
