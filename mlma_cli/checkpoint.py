@@ -23,6 +23,7 @@ Files in an experiment directory::
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -63,9 +64,15 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
                     mmap: bool = False) -> Dict[str, Any]:
     """Read and check a checkpoint. Missing, corrupt, foreign or newer-version files raise MlmaError naming the file.
 
+    ``path`` may also be a model package directory (``mlma pack``) or ``hf:ORG/NAME[@revision]`` (downloaded):
+    both come back in this checkpoint format, weights read from safetensors (see ``mlma_cli/package/load.py``).
     ``mmap=True`` maps tensors lazily (cheap when only metadata is needed; torch >= 2.1).
     """
-    path = Path(path)
+    from mlma_cli.package.load import read_package, resolve_model_path
+
+    path = resolve_model_path(path)
+    if path.is_dir():
+        return read_package(path)
     if not path.exists():
         raise MlmaError(f"checkpoint {path} not found")
     kwargs: Dict[str, Any] = {"weights_only": True, "mmap": mmap} if _SAFE_LOAD else {}
@@ -177,7 +184,8 @@ class Inference:
         model: the CTC model in eval mode on the requested device (CMVN buffers inside).
         tokenizer: the tokenizer the model was trained with.
         config: the ModelConfig.
-        meta: {"paths", "step", "epoch", "train_config", "data_config", "num_averaged", "averaged"}.
+        meta: {"paths", "step", "epoch", "train_config", "data_config", "num_averaged", "averaged", "package",
+            "averaged_from", "averaging"}.
     """
 
     model: torch.nn.Module
@@ -190,6 +198,18 @@ def tokenizer_from_checkpoint(ckpt: Dict[str, Any]):
     from mlma_cli.data.tokenizer import Tokenizer
 
     return Tokenizer.from_bytes(ckpt["tokenizer"])
+
+
+def tokenizer_from_path(path: PathLike):
+    """The tokenizer of a checkpoint, package directory or ``hf:`` spec (a package's weights are not read)."""
+    from mlma_cli.data.tokenizer import Tokenizer
+    from mlma_cli.package.load import TOKENIZER, read_package_config, resolve_model_path
+
+    path = resolve_model_path(path)
+    if path.is_dir():
+        read_package_config(path)
+        return Tokenizer.load(path / TOKENIZER)
+    return tokenizer_from_checkpoint(load_checkpoint(path, mmap=_SAFE_LOAD))
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", use_averaged: bool = False,
@@ -215,6 +235,9 @@ def model_from_checkpoint(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>",
 def select_weights(ckpt: Dict[str, Any], path: PathLike, use_averaged: bool) -> Dict[str, torch.Tensor]:
     if not use_averaged:
         return ckpt["model"]
+    if ckpt.get("package"):
+        raise MlmaError(f"model package {path} holds the one set of weights chosen when it was packed (no running "
+                        "average); drop --use-averaged")
     if ckpt.get("averaged_model") is None:
         raise MlmaError(f"checkpoint {path} holds no running average of the weights; drop --use-averaged")
     return ckpt["averaged_model"]
@@ -226,6 +249,7 @@ def load_for_inference(paths: Union[PathLike, Sequence[PathLike]], device: Union
 
     Args:
         paths: one checkpoint path or a list; several are averaged (same model configuration required).
+            Each may be a ``.pt`` file, a model package directory or ``hf:ORG/NAME[@revision]``.
         device: where the model goes.
         use_averaged: take each checkpoint's running average (``averaged_model``) instead of its weights.
     """
@@ -240,7 +264,7 @@ def load_for_inference(paths: Union[PathLike, Sequence[PathLike]], device: Union
     states = [select_weights(first, paths[0], use_averaged)]
     for p in paths[1:]:
         ck = load_checkpoint(p)
-        if ck["model_config"] != first["model_config"]:
+        if not _same_config(ck["model_config"], first["model_config"]):
             raise MlmaError(f"checkpoint {p} has a different model configuration than {paths[0]}; "
                             "only checkpoints of one run can be averaged")
         if ck["tokenizer"] != first["tokenizer"]:
@@ -258,5 +282,14 @@ def load_for_inference(paths: Union[PathLike, Sequence[PathLike]], device: Union
         "data_config": first.get("data_config"),
         "num_averaged": first.get("num_averaged"),
         "averaged": len(paths) > 1 or use_averaged or bool(first.get("averaged_from")),
+        "package": first.get("package"),
+        "averaged_from": [str(p) for p in paths] if len(paths) > 1 else first.get("averaged_from"),
+        "averaging": (f"mean of {len(paths)} checkpoints" + (" (running averages)" if use_averaged else ""))
+        if len(paths) > 1 else first.get("averaging"),
     }
     return Inference(model=model, tokenizer=tokenizer_from_checkpoint(first), config=cfg, meta=meta)
+
+
+def _same_config(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    # a package's config went through JSON (tuples became lists); compare in that form
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

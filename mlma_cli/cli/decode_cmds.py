@@ -57,7 +57,8 @@ def _decode_options(method, beam, graph, backend, search_beam, output_beam, max_
 
 
 def decode(
-    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s); several are averaged."),
+    checkpoint: List[str] = typer.Option(..., "--checkpoint", "-c",
+                                         help="Checkpoint(s), model package dir(s) or hf:ORG/NAME; several are averaged."),
     use_averaged: bool = typer.Option(False, help="Use each checkpoint's running-average weights."),
     data_dir: Path = typer.Option(Path("data"), help="Data directory (fbank/ and manifests/)."),
     test_sets: List[str] = typer.Option(..., "--test-sets", "-t",
@@ -163,7 +164,8 @@ def lm_train(
 def lm_graph(
     arpa: Path = typer.Option(..., help="Word n-gram LM (ARPA)."),
     out_dir: Path = typer.Option(..., "--output-dir", "-o", help="Graph directory to write (HLG.fst, G.fst, words.txt, ...)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Take the tokenizer from this checkpoint."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
+                                            help="Take the tokenizer from this checkpoint, package dir or hf:ORG/NAME."),
     tokenizer: Optional[Path] = typer.Option(None, help="Or from this SentencePiece model."),
     topo: str = typer.Option("standard", help="CTC topology of H: standard (exact CTC, V^2 arcs) or compact "
                                               "(3V arcs, for vocabularies of thousands of tokens)."),
@@ -176,9 +178,9 @@ def lm_graph(
     if bool(checkpoint) == bool(tokenizer):
         raise MlmaError("give exactly one of --checkpoint CKPT or --tokenizer MODEL")
     if checkpoint:
-        from mlma_cli.checkpoint import load_checkpoint, tokenizer_from_checkpoint
+        from mlma_cli.checkpoint import tokenizer_from_path
 
-        tok = tokenizer_from_checkpoint(load_checkpoint(checkpoint))
+        tok = tokenizer_from_path(checkpoint)
     else:
         from mlma_cli.data.tokenizer import Tokenizer
 

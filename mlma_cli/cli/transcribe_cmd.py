@@ -25,7 +25,7 @@ def transcribe(
     audio: Optional[List[str]] = typer.Argument(None, help="Audio files, directories (recursive), @LIST files or "
                                                             "lhotse recordings/cuts manifests."),
     list_file: Optional[List[Path]] = typer.Option(None, "--list", help="File with one audio path per line."),
-    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s); several are averaged."),
+    checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s), model package dir(s) or hf:ORG/NAME; several are averaged."),
     use_averaged: bool = typer.Option(False, help="Use the running-average weights."),
     method: str = typer.Option("ctc-greedy-search", help="ctc-greedy-search | ctc-prefix-beam-search | wfst"),
     beam: int = typer.Option(4, help="Prefix beam size."),
