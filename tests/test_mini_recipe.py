@@ -32,13 +32,18 @@ def test_mini_recipe_smoke_end_to_end_and_rerun_skips(tmp_path):
         assert (exp / model / "decode" / "scores.md").is_file()
         recogs = list((exp / model / "decode").rglob("recogs-test-ctc-greedy-search.txt"))
         assert len(recogs) == 6
+        pkg = exp / model / "package"  # the recipe ends with an exported, packed model
+        for name in ("model.safetensors", "config.json", "tokenizer.model", "tokens.txt", "README.md",
+                     "onnx/model.onnx", "onnx/model.int8.onnx"):
+            assert (pkg / name).is_file(), name
+        assert "| en |" in (pkg / "README.md").read_text()
 
     stamp = (exp / "conmamba_tiny" / "averaged.pt").stat().st_mtime
     second = _run(data, exp)
     assert second.returncode == 0, second.stderr[-3000:]
     skipped = second.stderr.count("skip (done:")
-    # prepare, features, tokenizer + per model: train, average, 2 decode methods
-    assert skipped == 3 + 2 * 4, second.stderr[-3000:]
+    # prepare, features, tokenizer + per model: train, average, 2 decode methods, export, pack
+    assert skipped == 3 + 2 * 6, second.stderr[-3000:]
     assert (exp / "conmamba_tiny" / "averaged.pt").stat().st_mtime == stamp
 
 

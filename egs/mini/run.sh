@@ -82,5 +82,11 @@ for model in $models; do
     mlma score --decode-dir "$dir/decode"
     mlma report "$dir/decode" --output-dir "$dir/report"
   fi
+  if in_stage 7; then
+    log "stage 7: export $model to ONNX (fp32 + int8) and pack it as a model repository ($dir/package)"
+    run_once "$dir/.done.export" mlma export --checkpoint "$dir/averaged.pt" --output-dir "$dir/onnx" --int8
+    run_once "$dir/.done.pack" mlma pack --checkpoint "$dir/averaged.pt" --report "$dir/report/report.json" \
+      --onnx "$dir/onnx" --name "mlma-mini-$model" --output-dir "$dir/package"
+  fi
 done
-log "done: see $exp/*/report/report.md and $exp/*/decode/scores.md"
+log "done: see $exp/*/report/report.md and $exp/*/decode/scores.md; packaged models in $exp/*/package"
