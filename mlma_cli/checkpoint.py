@@ -269,7 +269,10 @@ def load_for_inference(paths: Union[PathLike, Sequence[PathLike]], device: Union
                             "only checkpoints of one run can be averaged")
         if ck["tokenizer"] != first["tokenizer"]:
             raise MlmaError(f"checkpoint {p} was trained with a different tokenizer than {paths[0]}")
-        states.append(select_weights(ck, p, use_averaged))
+        state = select_weights(ck, p, use_averaged)
+        if set(state) == set(states[0]):  # a package's safetensors keys come sorted: align to the first's order
+            state = {k: state[k] for k in states[0]}
+        states.append(state)
         del ck
     state = states[0] if len(states) == 1 else average_state_dicts(states)
     model, cfg = model_from_checkpoint(first, paths[0], state_dict=state)
