@@ -198,3 +198,22 @@ def test_too_short_audio_is_an_error(tmp_path, ckpt):
     sf.write(str(p), np.zeros(160, dtype=np.float32), 16000)
     res, errors = transcribe_files(inf, [str(p)])
     assert res == [] and "too short" in errors[0][1]
+
+
+def test_language_masks_the_other_tags(tmp_path, ckpt):
+    """`language=` rules out the other languages' tags (a model biased to emit <en> must not, with language='de')."""
+    import numpy as np
+
+    from mlma_cli.checkpoint import load_for_inference
+    from mlma_cli.decode.transcribe import transcribe_arrays
+
+    inf = load_for_inference([ckpt])
+    en, de = inf.tokenizer.tag_id("en"), inf.tokenizer.tag_id("de")
+    with torch.no_grad():
+        inf.model.ctc_head.bias[en] += 50.0
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    free = transcribe_arrays(inf, [audio])[0]
+    assert free.language == "en"
+    for opts in ({"language": "de"}, {"language": "de", "batch_size": 2}):
+        for r in transcribe_arrays(inf, [audio, audio], **opts):
+            assert r.language in (None, "de") and all(s.language in (None, "de") for s in r.segments)

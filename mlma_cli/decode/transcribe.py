@@ -127,11 +127,11 @@ class _Decoder:
 
         feats = [np.asarray(self.extractor.extract(a, SAMPLING_RATE), dtype=np.float32) for a in audios]
         x, x_lens = pad_feats(feats)
-        with torch.inference_mode():
+        with torch.inference_mode():  # masking stays inside: inference tensors cannot be edited outside it
             lp, out_lens = self.model(x.to(self.device), x_lens.to(self.device))
-        lp, out_lens = lp.float().cpu(), out_lens.cpu()
-        if self.mask:
-            lp[..., self.mask] = -float("inf")
+            lp, out_lens = lp.float().cpu(), out_lens.cpu()
+            if self.mask:
+                lp[..., self.mask] = -float("inf")
         out = []
         for j, job in enumerate(jobs):
             n = int(out_lens[j])
