@@ -120,8 +120,10 @@ class Model:
         Args:
             batch_size: utterances (segments) per batch; results do not depend on it.
             language: force a language (tagged tokenizers: the other languages' tags are ruled out).
-            options: torch backend only: any `mlma_cli.decode.transcribe.TranscribeOptions` / DecodeOptions field
-                (method="ctc-prefix-beam-search", beam=..., vad=..., max_segment_seconds=...).
+            options: torch backend: any `mlma_cli.decode.transcribe.TranscribeOptions` / DecodeOptions field
+                (method="ctc-prefix-beam-search", beam=..., vad=..., max_segment_seconds=...). ONNX backend
+                (greedy search): max_segment_seconds, context_seconds and vad="none" (long audio is cut into
+                windows at the quietest point, as the torch backend's vad="none"; silero-vad needs torch).
         Returns:
             one Result (`.text .language .duration .segments .words .tokens .to_dict()`) per input.
         Raises:

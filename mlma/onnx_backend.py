@@ -2,7 +2,8 @@
 
 Greedy CTC in numpy with per-token times as the torch backend gives them (`decode.timestamps`): a token's frames
 are its run on the best path, start = first frame, end = last frame + 1, times frame x frame shift (10 ms fbank
-hop x the export's subsampling factor = 40 ms). Each input is decoded whole (no VAD segmentation of long audio).
+hop x the export's subsampling factor = 40 ms). Audio longer than `max_segment_seconds` is cut into windows by
+`decode.segment.plan_segments(vad="none")` (silero-vad needs torch), each window's context frames dropped.
 """
 from __future__ import annotations
 
@@ -87,11 +88,12 @@ class OnnxBackend:
         return self.model.text([i for i in ids if not self._is_tag(i)])
 
     # ------------------------------------------------------------------------------------------- decoding
-    def _result(self, name: str, lp: np.ndarray, duration: float, seconds: float, language: Optional[str]):
-        from mlma_cli.decode.results import Segment, Token, Transcript, Word
+    def _segment(self, lp: np.ndarray, offset: float, start: float, end: float):
+        """(T, V) log-probs of one segment, whose first frame is at `offset` seconds -> results.Segment."""
+        from mlma_cli.decode.results import Segment, Token, Word
 
         ids, spans = greedy_spans(lp, self.model.blank_id)
-        tokens = [Token(i, self._piece(i), a * self.frame_s, (b + 1) * self.frame_s,
+        tokens = [Token(i, self._piece(i), offset + a * self.frame_s, offset + (b + 1) * self.frame_s,
                         float(np.exp(lp[a: b + 1, i].max()))) for i, (a, b) in zip(ids, spans)]
         groups: List[List[Token]] = []  # as decode.timestamps.group_words: `▁` opens a word, tags dropped
         for t in tokens:
@@ -107,19 +109,35 @@ class OnnxBackend:
             if text:
                 words.append(Word(text, g[0].start, g[-1].end, sum(t.confidence for t in g) / len(g), list(g)))
         lang = next((self.tag_langs[i] for i in ids if i in self.tag_langs), None)
-        text = self._decode(ids)
-        seg = Segment(0.0, duration, text, lang, words)
-        return Transcript(name, text, language or lang, duration, seconds, [seg])
+        return Segment(start, end, self._decode(ids), lang, words)
+
+    def _out_frames(self, n_samples: int) -> int:
+        from mlma_cli.decode.segment import fbank_frames
+
+        # the front end's stride-2 convolutions each give ceil(T / 2) frames: ceil(T / factor) in all
+        factor = self.info["subsampling_factor"]
+        return -(-fbank_frames(n_samples) // factor)
 
     def transcribe(self, files: Sequence[Tuple[int, str]], arrays: Sequence[Tuple[int, np.ndarray]], n: int,
-                   batch_size: int = 8, language: Optional[str] = None, **options) -> list:
+                   batch_size: int = 8, language: Optional[str] = None, max_segment_seconds: float = 30.0,
+                   context_seconds: float = 2.0, vad: str = "none", **options) -> list:
+        """Greedy transcripts; audio longer than `max_segment_seconds` is cut into windows (cuts moved to the
+        quietest 0.2 s, `context_seconds` of audio on each side of a cut) as `mlma transcribe --vad none` does."""
         from mlma_cli.data.audio import load_audio
+        from mlma_cli.decode.audio_inputs import ArraySource
+        from mlma_cli.decode.results import Transcript, majority_language
+        from mlma_cli.decode.segment import kept_frames, plan_segments
         from mlma_cli.errors import MlmaError
         from mlma_cli.export.runtime import compute_fbank
 
         if options:
-            raise TypeError(f"the ONNX backend takes batch_size and language only (greedy search); got "
-                            f"{', '.join(sorted(options))}")
+            raise TypeError(f"the ONNX backend takes batch_size, language, max_segment_seconds, context_seconds "
+                            f"and vad='none' only (greedy search); got {', '.join(sorted(options))}")
+        if vad != "none":
+            raise MlmaError(f"vad={vad!r}: the ONNX backend cuts long audio into windows only (vad='none'); "
+                            "silero-vad needs torch: load the PyTorch weights for it")
+        if max_segment_seconds <= 0 or context_seconds < 0:
+            raise ValueError("max_segment_seconds must be > 0 and context_seconds >= 0")
         mask: List[int] = []
         if language is not None:
             from mlma_cli.text.normalize import LANGUAGES
@@ -141,18 +159,27 @@ class OnnxBackend:
             raise MlmaError("cannot transcribe " + "; ".join(errors))
         for i, a in arrays:
             names[i], audio[i] = str(i), a
+        plans = []
         for i, a in enumerate(audio):
             if len(a) < MIN_SECONDS * 16000:
                 msg = f"{names[i]}: audio too short ({len(a) / 16000:.3f} s); need at least {MIN_SECONDS} s"
                 raise (MlmaError(msg) if i in dict(files) else ValueError(msg))
-        feats = [compute_fbank(a) for a in audio]
-        lps = self.model.log_probs(feats, batch_size=batch_size)
-        total = sum(len(a) for a in audio) or 1
-        spent = time.perf_counter() - t0
-        out = []
-        for i, (a, lp) in enumerate(zip(audio, lps)):
+            plans.append(plan_segments(ArraySource(names[i], a), max_segment_seconds, context_seconds, "none")[0])
+        jobs = [(i, g) for i, segs in enumerate(plans) for g in segs]
+        lps = self.model.log_probs([compute_fbank(audio[i][g.left: g.right]) for i, g in jobs], batch_size=batch_size)
+        segments: List[list] = [[] for _ in range(n)]
+        for (i, g), lp in zip(jobs, lps):
             lp = np.array(lp, dtype=np.float32)
             if mask:
                 lp[:, mask] = -np.inf
-            out.append(self._result(names[i], lp, len(a) / 16000, spent * len(a) / total, language))
+            lo, hi = kept_frames(g, lp.shape[0], self._out_frames)
+            segments[i].append(self._segment(lp[lo:hi], g.left / 16000 + lo * self.frame_s, g.start / 16000,
+                                             g.end / 16000))
+        total = sum(len(a) for a in audio) or 1
+        spent = time.perf_counter() - t0
+        out = []
+        for i, segs in enumerate(segments):
+            text = " ".join(s.text for s in segs if s.text)
+            out.append(Transcript(names[i], text, language or majority_language(segs), len(audio[i]) / 16000,
+                                  spent * len(audio[i]) / total, segs))
         return out

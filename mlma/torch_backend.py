@@ -32,9 +32,7 @@ class TorchBackend:
                    batch_size: int = 8, language=None, **options) -> list:
         import torch
 
-        # inference mode around the whole call: decode/transcribe.py masks the other languages' tags in place on
-        # log-probs made under inference mode, which torch refuses outside it (RuntimeError with language=)
-        with torch.inference_mode():
+        with torch.inference_mode():  # no autograd bookkeeping anywhere in the call
             return self._transcribe(files, arrays, n, dict(options, batch_size=batch_size, language=language,
                                                            device=self.device))
 

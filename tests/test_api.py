@@ -113,6 +113,21 @@ def test_onnx_backend_matches_torch_ids_and_times(tiny, torch_model, onnx_model)
         torch_model.transcribe(arrays[:2], language="en"))
 
 
+def test_onnx_long_audio_windows_match_torch(tiny, torch_model, onnx_model):
+    """Audio past max_segment_seconds is cut the same way (vad='none' windows) and decoded the same by both."""
+    _, _, arrays, _ = tiny
+    long = np.concatenate(arrays * 2)  # 9.2 s
+    kw = dict(max_segment_seconds=2.5, context_seconds=0.5, vad="none")
+    o, = onnx_model.transcribe([long], **kw)
+    t, = torch_model.transcribe([long], **kw)
+    assert len(o.segments) == len(t.segments) >= 4
+    assert [(s.start, s.end) for s in o.segments] == [(s.start, s.end) for s in t.segments]
+    assert _key([o]) == _key([t])
+    assert all(a.start <= b.start for a, b in zip(o.tokens, o.tokens[1:]))  # times are in the file, in order
+    with pytest.raises(MlmaError, match="vad='none'"):
+        onnx_model.transcribe([long], vad="silero")
+
+
 def test_onnx_needs_no_torch(tiny, onnx_model):
     _, export_dir, arrays, wavs = tiny
     code = textwrap.dedent(f"""
@@ -123,14 +138,15 @@ def test_onnx_needs_no_torch(tiny, onnx_model):
         m = mlma.load({str(export_dir)!r}, threads=1)
         x, _ = sf.read({wavs[1]!r}, dtype="float32")
         r1, r2 = m.transcribe([x, {wavs[2]!r}])
-        print(json.dumps([m.backend, r1.text, [t.id for t in r1.tokens], r2.text]))
+        long, = m.transcribe([np.concatenate([x] * 4)], max_segment_seconds=2.0)  # windows, numpy only
+        print(json.dumps([m.backend, r1.text, [t.id for t in r1.tokens], r2.text, len(long.segments)]))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    backend, text1, ids1, text2 = json.loads(out.stdout.strip().splitlines()[-1])
+    backend, text1, ids1, text2, n_long = json.loads(out.stdout.strip().splitlines()[-1])
     want = onnx_model.transcribe([arrays[1], arrays[2]])
     assert backend == "onnx" and text1 == want[0].text and ids1 == [t.id for t in want[0].tokens]
-    assert text2 == want[1].text
+    assert text2 == want[1].text and n_long >= 3
 
 
 def test_import_does_not_import_torch():

@@ -7,7 +7,7 @@ a token's is its peak frame posterior, a word's the mean of its tokens', a segme
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 
 def _r(x: float) -> float:
@@ -103,3 +103,12 @@ class Transcript:
         return {"file": self.file, "text": self.text, "language": self.language, "duration": _r(self.duration),
                 "seconds": _r(self.seconds), "rtf": round(self.rtf, 4),
                 "segments": [s.to_dict(tokens) for s in self.segments]}
+
+
+def majority_language(segments: Sequence[Segment]) -> Optional[str]:
+    """The language tag the segments emitted over the most audio time (None when none emitted one)."""
+    votes: Dict[str, float] = {}
+    for s in segments:
+        if s.language:
+            votes[s.language] = votes.get(s.language, 0.0) + s.end - s.start
+    return max(votes, key=votes.get) if votes else None

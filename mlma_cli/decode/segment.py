@@ -144,6 +144,21 @@ def split_at_minimum(a: int, b: int, score: np.ndarray, hop: int, max_len: int) 
     return cuts
 
 
+def kept_frames(seg: Segment, n_out: int, out_frames) -> Tuple[int, int]:
+    """Output frames [lo, hi) of the encoder's `n_out` frames over [left, right) that belong to [start, end).
+
+    `out_frames(n_samples)` is the model's frame count for that many samples (subsampling arithmetic).
+    """
+    lo = out_frames(seg.start - seg.left) if seg.start > seg.left else 0
+    hi = n_out if seg.right == seg.end else min(n_out, out_frames(seg.end - seg.left))
+    return lo, hi
+
+
+def fbank_frames(n_samples: int) -> int:
+    """lhotse's / kaldi-native-fbank's frame count at 16 kHz with a 10 ms hop (the half frame rounds up)."""
+    return (n_samples + 80) // 160
+
+
 def _pieces(a: int, b: int, cuts: Sequence[int], context: int, n: int, open_left=False, open_right=False):
     """Segments between consecutive cuts of [a, b); interior cuts get context on both sides."""
     bounds = [a, *cuts, b]

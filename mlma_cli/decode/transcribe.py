@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from mlma_cli.decode.audio_inputs import SAMPLING_RATE, ArraySource, AudioSource, collect_inputs, open_source
-from mlma_cli.decode.results import Segment, Transcript
+from mlma_cli.decode.results import Segment, Transcript, majority_language
 from mlma_cli.decode.runner import DecodeOptions, Searcher, batches
-from mlma_cli.decode.segment import VADS, VadConfig, plan_segments
+from mlma_cli.decode.segment import VADS, VadConfig, fbank_frames, kept_frames, plan_segments
 from mlma_cli.decode.timestamps import frame_seconds, group_words, make_tokens
 from mlma_cli.errors import MlmaError
 
@@ -119,7 +119,7 @@ class _Decoder:
             self.mask = [self.tok.tag_id(l) for l in LANGUAGES if l != opts.language]
 
     def _out_frames(self, n_samples: int) -> int:
-        feats = (n_samples + 80) // 160  # lhotse's fbank frame count at 16 kHz / 10 ms (half rounds up)
+        feats = fbank_frames(n_samples)
         return int(self.model.output_lengths(torch.tensor([feats]))[0]) if feats > 0 else 0
 
     def __call__(self, audios: Sequence[np.ndarray], jobs: Sequence[_Job]) -> List[Segment]:
@@ -134,9 +134,7 @@ class _Decoder:
                 lp[..., self.mask] = -float("inf")
         out = []
         for j, job in enumerate(jobs):
-            n = int(out_lens[j])
-            lo = self._out_frames(job.start - job.left) if job.start > job.left else 0
-            hi = n if job.right == job.end else min(n, self._out_frames(job.end - job.left))
+            lo, hi = kept_frames(job, int(out_lens[j]), self._out_frames)
             offset = job.left / SAMPLING_RATE + lo * self.frame_s
             out.append(self._segment(lp[j, lo:hi], job, offset))
         return out
@@ -174,14 +172,6 @@ class _Decoder:
         text = wfst_text if wfst_text is not None else self.tok.decode(ids)
         start, end = job.start / SAMPLING_RATE, job.end / SAMPLING_RATE
         return Segment(start, end, text, lang, words)
-
-
-def _majority_language(segments: Sequence[Segment]) -> Optional[str]:
-    votes: Counter = Counter()
-    for s in segments:
-        if s.language:
-            votes[s.language] += s.end - s.start
-    return votes.most_common(1)[0][0] if votes else None
 
 
 def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[[], AudioSource]]],
@@ -269,7 +259,7 @@ def transcribe_sources(inference, sources: Sequence[Union[AudioSource, Callable[
         segs = [results[(i, k)] for k in range(len(plans[i]))]
         duration = lengths.get(i, src.num_samples) / SAMPLING_RATE
         text = " ".join(s.text for s in segs if s.text)
-        lang = opts.language or _majority_language(segs)
+        lang = opts.language or majority_language(segs)
         share = planning * duration / max(total, 1e-9)
         out.append(Transcript(src.name, text, lang, duration, seconds[i] + share, segs))
     errors = [(names[i] if names else (opened[i].name if opened[i] else str(i)), failed[i]) for i in sorted(failed)]
