@@ -146,6 +146,20 @@ def test_int8_runs_and_is_close(trained):
     assert rep.max_abs_diff < 2.0 and rep.identical == rep.n, (rep.max_abs_diff, rep.identical)
 
 
+def test_int8_keeps_the_mixer_step_projections_float(trained):
+    """Only in_proj of a Mamba mixer is quantized: x_proj, dt_proj (both directions) and out_proj stay MatMul."""
+    import onnx
+
+    from mlma_cli.export.onnx_export import _float_mixer_nodes
+
+    _, _, res = trained
+    kept = _float_mixer_nodes(res.model_path)
+    assert len(kept) == 5  # one layer: x_proj, x_proj_b, dt_proj, dt_proj_b, out_proj
+    ops = {n.name: n.op_type for n in onnx.load(str(res.int8_path)).graph.node}
+    assert all(ops.get(name) == "MatMul" for name in kept), {k: ops.get(k) for k in kept}
+    assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in ops.values())  # the rest is int8
+
+
 def test_graph_has_a_scan_loop_and_one_file_serves_any_length(trained):
     import onnx
 

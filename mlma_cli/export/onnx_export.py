@@ -149,11 +149,29 @@ def _name_dims(proto) -> None:
                 dim.dim_param = names[(value.name, i)]
 
 
+def _float_mixer_nodes(path: PathLike) -> List[str]:
+    """Names of the MatMul/Gemm nodes of a Mamba mixer other than its in_proj (from the exporter's name scopes)."""
+    import onnx
+
+    keep = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        scopes = meta.get("pkg.torch.onnx.name_scopes", "")
+        if ".mixer" in scopes and "bimamba" in meta.get("pkg.torch.onnx.class_hierarchy", "").lower() \
+                and ".in_proj'" not in scopes:
+            keep.append(node.name)
+    return keep
+
+
 def quantize_int8(src: PathLike, dst: PathLike) -> Path:
     """Dynamically quantized copy of ``src``: int8 weights (per output channel) of the MatMul / Gemm layers.
 
     Convolutions stay float (the depthwise convs are tiny; quantizing them too was less accurate). On the mini
     ConMamba, per-channel QInt8 kept the most greedy outputs identical of QInt8 / QUInt8, per-tensor / per-channel.
+    Inside a Mamba mixer only ``in_proj`` is quantized: x_proj / dt_proj feed the scan's step size (an error there
+    is compounded over every frame by exp(delta * A)) and out_proj reads the scan's output (see `_float_mixer_nodes`).
     """
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -163,7 +181,7 @@ def quantize_int8(src: PathLike, dst: PathLike) -> Path:
 
     with atomic_path(dst) as tmp, _quiet():
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_float_mixer_nodes(src))
         proto = onnx.load(str(tmp))
         for p in proto.metadata_props:
             if p.key == "is_int8":
