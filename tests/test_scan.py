@@ -220,3 +220,15 @@ def test_matches_mamba_ssm_selective_scan_ref(opt):
     (y_ref * dy).sum().backward()
     for k in kw:
         assert_close_scaled(a[k].grad, b[k].grad, 1e-5, f"grad {k} vs mamba-ssm")
+
+
+def test_kernel_source_ships_as_package_data():
+    """The C kernel is a real file next to its loader, listed as package data, so wheels and editable installs
+    both carry it (a wheel built from this tree was checked to contain and compile it)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    from pathlib import Path
+
+    src = scan_cpu_kernel._C_PATH
+    assert src.name == "scan_cpu_kernel.c" and "mlma_scan_fwd" in src.read_text()
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "model/scan_cpu_kernel.c" in pyproject["tool"]["setuptools"]["package-data"]["mlma_cli"]
