@@ -1,13 +1,18 @@
-"""The built-in synthetic corpus: sentence grammars, espeak-ng synthesis, manifests, layout helpers."""
+"""The built-in synthetic corpus: open-vocabulary text and held-out words, sentence grammars, espeak-ng synthesis
+and augmentation, manifests, layout helpers."""
+import builtins
+import json
 import re
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import soundfile as sf
 from lhotse import load_manifest
 from lhotse.qa import validate
 
-from mlma_cli.data import layout, synthetic
+from mlma_cli.data import layout, open_text, synthetic
 from mlma_cli.data.sentences import iter_sentences, load_grammar, split_sentences
 from mlma_cli.data.synthetic import prepare_synthetic
 from mlma_cli.errors import MlmaError
@@ -35,6 +40,114 @@ def tiny(tmp_path_factory):
     data = tmp_path_factory.mktemp("syn")
     report = prepare_synthetic(data, languages=("de", "fr"), utts_per_split=SMALL, seed=3, num_jobs=2)
     return data, report
+
+
+# ------------------------------------------------------------------------------------------------ open vocabulary
+
+RECIPE = {"train": 1500, "dev": 60, "test": 200}  # egs/mini/run.sh's default sizes
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_open_vocabulary_has_thousands_of_words_and_held_out_words(lang):
+    vocab = open_text.load_vocabulary(lang)
+    assert len(vocab.words) == open_text.VOCAB_SIZE == len(set(vocab.words)) == len(vocab.weights)
+    assert all(normalize(w, lang) == w and set(w) <= set(open_text.ALPHABETS[lang]) for w in vocab.words)
+    assert 0.15 * len(vocab.words) < len(vocab.held_out) < 0.25 * len(vocab.words)
+    assert not vocab.held_out & set(vocab.words[:open_text.HELD_OUT_MIN_RANK]), "function words stay in training"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_open_splits_hold_out_sentences_and_words(lang):
+    vocab = open_text.load_vocabulary(lang)
+    splits = open_text.split_sentences(lang, RECIPE, seed=0)
+    norm = {k: [normalize(s, lang) for s in v] for k, v in splits.items()}
+    assert {k: len(set(v)) for k, v in norm.items()} == RECIPE  # distinct within each split
+    assert not set(norm["train"]) & set(norm["test"]) and not set(norm["train"]) & set(norm["dev"])
+    train_words = {w for s in norm["train"] for w in s.split()}
+    assert len(train_words) > 4000, "thousands of distinct training words"
+    assert not train_words & vocab.held_out
+    stats = open_text.oov_stats(lang, splits)
+    assert stats["test"]["oov_rate"] >= 20.0, stats["test"]
+    # even-index test sentences use training-text words only, odd ones have a held-out word each
+    for i, s in enumerate(norm["test"]):
+        words = s.split()
+        assert (i % 2 == 1) == any(w in vocab.held_out for w in words), s
+        if i % 2 == 0:
+            assert set(words) <= train_words, s
+    lengths = [len(s.split()) for s in norm["train"]]
+    assert min(lengths) >= open_text.MIN_WORDS and max(lengths) <= open_text.MAX_WORDS
+
+
+def test_open_splits_deterministic_for_seed():
+    a = open_text.split_sentences("it", {"train": 50, "test": 10}, seed=1)
+    assert a == open_text.split_sentences("it", {"train": 50, "test": 10}, seed=1)
+    assert a != open_text.split_sentences("it", {"train": 50, "test": 10}, seed=2)
+    assert open_text.load_vocabulary("it", 1).held_out != open_text.load_vocabulary("it", 2).held_out
+
+
+def test_oov_stats_counts_tokens_outside_training_text():
+    stats = open_text.oov_stats("en", {"train": ["The cat sleeps."], "test": ["The dog sleeps.", "A cat."]})
+    assert stats["test"] == {"sentences": 2, "tokens": 5, "types": 5, "oov_tokens": 2, "oov_rate": 40.0,
+                             "oov_types": 2, "sentences_with_oov": 2}
+    assert stats["train"] == {"sentences": 1, "tokens": 3, "types": 3}
+
+
+def test_missing_wordfreq_is_one_line_error(monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def no_wordfreq(name, *args, **kwargs):
+        if name == "wordfreq":
+            raise ImportError("No module named 'wordfreq'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wordfreq)
+    open_text.load_vocabulary.cache_clear()
+    try:
+        with pytest.raises(MlmaError, match=r"mlma\[corpus\].*--text grammar") as err:
+            prepare_synthetic(tmp_path, languages=("nl",), utts_per_split={"train": 1})
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "audio").exists(), "fails before synthesizing anything"
+    finally:
+        open_text.load_vocabulary.cache_clear()
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+
+
+def test_augment_pads_silence_sets_level_and_adds_noise():
+    x = (0.5 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    aug = {"lead": 1.0, "trail": 0.25, "peak_db": -30.0, "speed_factor": 1.0, "t60": 0.0, "snr_db": 20.0,
+           "pink": 1.0, "seed": 7}
+    y = synthetic.augment(x, aug)
+    assert y.dtype == np.float32 and y.size == 16000 + 16000 + 4000
+    assert abs(20 * np.log10(np.abs(y).max()) + 30.0) < 0.1, "peak at -30 dBFS: a quiet recording"
+    lead_rms, speech_rms = np.sqrt(np.mean(y[:16000] ** 2)), np.sqrt(np.mean(y[16000:32000] ** 2))
+    assert 0 < lead_rms < speech_rms / 5, "the leading silence carries the noise floor only"
+    assert np.array_equal(y, synthetic.augment(x, aug)), "deterministic for its seed"
+    clean = synthetic.augment(x, {**aug, "snr_db": 0.0})
+    assert not clean[:16000].any()
+    faster = synthetic.augment(x, {**aug, "speed_factor": 1.1, "lead": 0.0, "trail": 0.0})
+    assert abs(faster.size - 16000 / 1.1) < 50
+    wet = synthetic.augment(x, {**aug, "t60": 0.4, "lead": 0.0, "trail": 0.0, "snr_db": 0.0})
+    assert wet.size > 16000 and not np.allclose(wet[:16000] / np.abs(wet).max(), x / np.abs(x).max(), atol=1e-2)
+
+
+def test_augmentation_draws_vary():
+    import random
+
+    draws = [synthetic.draw_augmentation(random.Random(i)) for i in range(400)]
+    assert min(d["peak_db"] for d in draws) < -30 and max(d["peak_db"] for d in draws) > -5
+    assert max(d["lead"] for d in draws) > 1.0 and min(d["lead"] for d in draws) < 0.1
+    for key, share in (("t60", synthetic.P_REVERB), ("snr_db", synthetic.P_NOISE)):
+        assert abs(sum(d[key] > 0 for d in draws) / 400 - share) < 0.08
+    assert abs(sum(d["speed_factor"] != 1.0 for d in draws) / 400 - synthetic.P_SPEED) < 0.08
+
+
+def test_all_voice_variants_are_used():
+    variants = synthetic.voice_variants()
+    assert len(variants) > 50 and {"m1", "f3"} <= set(variants)
+    voices = synthetic.available_voices("es", variants=variants)
+    assert len(voices) > 50 and all(v.startswith("es+") for v in voices)
 
 
 # ------------------------------------------------------------------------------------------------ grammar
@@ -92,8 +205,8 @@ def test_adjectives_agree_with_subject_gender(lang):
 
 def test_tiny_corpus_layout_and_manifests(tiny):
     data, report = tiny
-    assert [(r.lang, r.split, r.utterances, r.failed) for r in report.rows] == [
-        (lang, split, n, 0) for lang in ("de", "fr") for split, n in SMALL.items()]
+    rows = [(r.lang, r.split, r.utterances, r.failed) for r in report.rows if r.split != synthetic.OOV_SPLIT]
+    assert rows == [(lang, split, n, 0) for lang in ("de", "fr") for split, n in SMALL.items()]
     assert report.utterances == 24 and report.hours > 0
     for lang in ("de", "fr"):
         for split in SMALL:
@@ -105,7 +218,8 @@ def test_tiny_corpus_layout_and_manifests(tiny):
             for cut in cuts:
                 sup = cut.supervisions[0]
                 assert sup.language == lang and sup.text and sup.speaker.startswith(synthetic.BASE_VOICE[lang] + "+")
-                assert cut.sampling_rate == 16000 and 0.5 < cut.duration < 6.0
+                assert cut.sampling_rate == 16000 and 0.5 < cut.duration < 12.0
+                assert {"lead", "trail", "peak_db", "snr_db", "t60"} <= set(sup.custom)
                 path = Path(cut.recording.sources[0].source)
                 assert path.parent == layout.audio_dir(data, "synthetic", lang, split).resolve()
                 info = sf.info(str(path))
@@ -114,6 +228,23 @@ def test_tiny_corpus_layout_and_manifests(tiny):
     assert (data / "manifests" / "synthetic" / "bad_items.tsv").read_text() == "id\tfile\treason\tlang\tsplit\n"
     table = report.to_table()
     assert table.row_count == len(report.rows) + 1
+
+
+def test_tiny_corpus_oov_report_and_held_out_word_subset(tiny):
+    data, report = tiny
+    for lang in ("de", "fr"):
+        stats = json.loads((data / "manifests" / "synthetic" / lang / "oov.json").read_text())
+        train_words = {w for c in _cuts(data, lang, "train") for w in normalize(c.supervisions[0].text, lang).split()}
+        test = {c.supervisions[0].id: normalize(c.supervisions[0].text, lang).split() for c in _cuts(data, lang, "test")}
+        tokens = [w for ws in test.values() for w in ws]
+        oov = sum(w not in train_words for w in tokens)
+        assert stats["test"]["oov_tokens"] == oov and stats["test"]["tokens"] == len(tokens)
+        subset = {c.supervisions[0].id for c in _cuts(data, lang, synthetic.OOV_SPLIT)}
+        assert subset == {i for i, ws in test.items() if any(w not in train_words for w in ws)}
+        assert subset and len(subset) < len(test)
+        row = [r for r in report.rows if (r.lang, r.split) == (lang, "test")][0]
+        assert row.oov_rate == stats["test"]["oov_rate"]
+        assert stats["source"]["text"] == "wordfreq" and stats["source"]["vocabulary_size"] == open_text.VOCAB_SIZE
 
 
 def test_tiny_corpus_splits_do_not_overlap(tiny):
@@ -141,7 +272,7 @@ def test_synthesis_deterministic_for_seed(tiny, tmp_path):
 
 def test_all_six_languages_two_utterances_each(tmp_path):
     report = prepare_synthetic(tmp_path, utts_per_split={"train": 2, "dev": 2, "test": 2}, num_jobs=2)
-    assert {(r.lang, r.split): r.utterances for r in report.rows} == {
+    assert {(r.lang, r.split): r.utterances for r in report.rows if r.split != synthetic.OOV_SPLIT} == {
         (lang, split): 2 for lang in LANGUAGES for split in ("train", "dev", "test")}
     assert layout.find_datasets(tmp_path, "synthetic/*/train") == [f"synthetic/{lang}/train" for lang in sorted(LANGUAGES)]
 
@@ -166,7 +297,7 @@ def test_failed_synthesis_is_skipped_and_reported(tmp_path, monkeypatch):
         return real(exe, text, voice, speed, pitch)
 
     monkeypatch.setattr(synthetic, "synthesize", flaky)
-    report = prepare_synthetic(tmp_path, languages=("de",), utts_per_split={"train": 20})
+    report = prepare_synthetic(tmp_path, languages=("de",), utts_per_split={"train": 20}, text="grammar")
     sentences = split_sentences("de", {"train": 20}, seed=0)["train"]
     n_bad = sum("Hund" in s for s in sentences)
     assert n_bad > 0
@@ -199,6 +330,20 @@ def test_bad_arguments(tmp_path):
         prepare_synthetic(tmp_path, languages=("en",), utts_per_split={"train": -1})
     with pytest.raises(MlmaError):
         prepare_synthetic(tmp_path, languages=("en",), minutes_per_lang=0)
+    with pytest.raises(MlmaError, match=r"words \| grammar"):
+        prepare_synthetic(tmp_path, languages=("en",), text="novels")
+
+
+def test_grammar_text_without_augmentation_keeps_the_closed_corpus(tmp_path):
+    report = prepare_synthetic(tmp_path, languages=("en",), utts_per_split={"train": 4, "test": 2},
+                               text="grammar", augment_audio=False)
+    assert [r.split for r in report.rows] == ["train", "test"], "no test_oov subset: every test word is seen"
+    words = load_grammar("en").words()
+    for split in ("train", "test"):
+        for cut in _cuts(tmp_path, "en", split):
+            assert set(normalize(cut.supervisions[0].text, "en").split()) <= words
+            assert "lead" not in cut.supervisions[0].custom and cut.duration < 6.0
+    assert not (tmp_path / "manifests" / "synthetic" / "en" / "oov.json").exists()
 
 
 # ------------------------------------------------------------------------------------------------ layout

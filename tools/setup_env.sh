@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv with everything mlma needs on a CPU machine.
-#   tools/setup_env.sh          runtime: torch (CPU, pinned), mlma and its LM decoders, espeak-ng
+#   tools/setup_env.sh          runtime: torch (CPU, pinned), mlma and its LM decoders, espeak-ng, wordfreq
 #   tools/setup_env.sh --dev    also the test tools and mamba-ssm's source (reference functions)
 #   tools/setup_env.sh --k2     also .venv-k2 (Python 3.9 + torch 1.13.1 + k2 1.23.4) for the k2 backend
 # GPU users: install torch for your CUDA first, then `pip install -e .[lm,gpu]` (see README).
@@ -42,7 +42,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   log "installing torch==${MLMA_TORCH_VERSION:-2.13.0} (CPU)"
   "${pip[@]}" "torch==${MLMA_TORCH_VERSION:-2.13.0}"
 fi
-extras="lm,onnx,vad"; $dev && extras="lm,onnx,vad,dev"
+extras="lm,onnx,vad,corpus"; $dev && extras="lm,onnx,vad,corpus,dev"
 # The CPU scan kernel is compiled at first use; without a system C compiler take zig cc from PyPI.
 if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null && ! command -v clang >/dev/null; then
   log "no C compiler on PATH: adding ziglang (zig cc) for the CPU scan kernel"

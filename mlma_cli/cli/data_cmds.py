@@ -52,6 +52,8 @@ def prepare(
     test_utts: Optional[int] = typer.Option(None, "--test-utts", help="synthetic: test utterances per language."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="synthetic: minutes of train audio per language."),
     seed: int = typer.Option(0, "--seed", help="synthetic: random seed."),
+    text: str = typer.Option("words", "--text", help="synthetic: words (open vocabulary, wordfreq) | grammar (closed, ~150 words)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="synthetic: noise, reverb, gain, silence, speed."),
 ) -> None:
     """Write lhotse manifests for CORPUS under DATA/manifests/<corpus>/<lang>/<split>/, validate them, print a table."""
     from mlma_cli.data.corpora import prepare_corpus, prepare_synthetic_corpus
@@ -67,7 +69,7 @@ def prepare(
             for split, v in (("train", train_utts), ("dev", dev_utts), ("test", test_utts)):
                 if v is not None:
                     counts[split] = v
-        report = prepare_synthetic_corpus(data_dir, _split_list(langs), counts, minutes, seed, jobs)
+        report = prepare_synthetic_corpus(data_dir, _split_list(langs), counts, minutes, seed, jobs, text, augment)
     else:
         if corpus_dir is None:
             raise MlmaError(f"mlma prepare {corpus}: give the extracted corpus directory, e.g. `mlma prepare {corpus} /data/{corpus}`")

@@ -1,8 +1,18 @@
 """The built-in synthetic corpus: espeak-ng speech of generated sentences in the six mlma languages.
 
-Sentences come from the grammars in ``mlma_cli/data/sentences`` (no download). Each utterance gets a voice
-variant, speed and pitch drawn from a generator seeded by (seed, lang, split, index), so the corpus is
-deterministic for a seed. Audio is resampled to 16 kHz mono 16-bit wav under ``DATA/audio/synthetic/<lang>/<split>``,
+Text (``text=``):
+  * ``"words"`` (default): open vocabulary, sentence-like sequences of the 10,000 most frequent words of each
+    language from the installed wordfreq package, with held-out words (``mlma_cli/data/open_text.py``); the
+    test split's utterances that contain a word never in the training text are also written as ``test_oov``,
+    and the out-of-vocabulary rates go to ``DATA/manifests/synthetic/<lang>/oov.json``.
+  * ``"grammar"``: the small closed-vocabulary sentence grammars in ``mlma_cli/data/sentences`` (about 150 words
+    a language; every test word is a training word), for the smallest smoke tests.
+
+Acoustics: every espeak-ng voice variant that speaks the language, speed and pitch, and with ``augment=True``
+(default) lhotse speed perturbation, a synthetic room impulse response (exponential decay), additive white or
+pink noise, leading and trailing silence of varied length and a peak level from -35 to -1 dBFS (so quiet
+recordings occur). Everything is drawn from generators seeded by (seed, lang, split, index), so the corpus is
+deterministic for a seed. Audio is 16 kHz mono 16-bit wav under ``DATA/audio/synthetic/<lang>/<split>``,
 manifests go to ``DATA/manifests/synthetic/<lang>/<split>`` (recording paths are absolute).
 """
 from __future__ import annotations
@@ -23,10 +33,11 @@ import numpy as np
 
 from mlma_cli.data.bad_items import BadItem, write_bad_items
 from mlma_cli.data.layout import MANIFEST_FILES, audio_dir, bad_items_path, manifest_dir, write_manifests
-from mlma_cli.data.sentences import split_sentences
+from mlma_cli.data import open_text
+from mlma_cli.data import sentences as grammar_text
 from mlma_cli.errors import MlmaError
 from mlma_cli.text.normalize import LANGUAGES
-from mlma_cli.utils.io import atomic_path
+from mlma_cli.utils.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +46,17 @@ SAMPLE_RATE = 16000
 DEFAULT_UTTS = {"train": 500, "dev": 50, "test": 100}
 TEST_UTTS = {"train": 8, "dev": 8, "test": 8}
 BASE_VOICE = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it", "nl": "nl"}
-VARIANTS = ("m1", "m3", "m6", "f1", "f3", "f4")
-SPEED_RANGE = (135, 185)  # words per minute
-PITCH_RANGE = (30, 70)  # espeak-ng 0..99
+VARIANTS = ("m1", "m3", "m6", "f1", "f3", "f4")  # the fallback when `espeak-ng --voices=variant` lists nothing
+SPEED_RANGE = (130, 200)  # words per minute
+PITCH_RANGE = (20, 80)  # espeak-ng 0..99
+TEXT_SOURCES = ("words", "grammar")
+OOV_SPLIT = "test_oov"  # the test utterances with at least one word never in the training text
+# Augmentation (augment=True): probabilities and ranges, drawn per utterance.
+SILENCE_SHORT, SILENCE_LONG, P_LONG_SILENCE = (0.05, 0.5), (0.5, 2.0), 0.2  # seconds, each end
+PEAK_DB = (-35.0, -1.0)
+P_SPEED, SPEED_FACTORS = 0.3, (0.9, 1.1)
+P_REVERB, T60 = 0.15, (0.15, 0.6)
+P_NOISE, SNR_DB = 0.4, (15.0, 40.0)
 ESPEAK_HINT = "install it: sudo apt-get install espeak-ng (Debian/Ubuntu) or brew install espeak-ng (macOS)"
 
 
@@ -48,6 +67,7 @@ class SplitStats:
     utterances: int
     seconds: float
     failed: int
+    oov_rate: Optional[float] = None  # % of word tokens never in the training text (open-vocabulary text only)
 
     @property
     def hours(self) -> float:
@@ -65,22 +85,24 @@ class SyntheticReport:
 
     @property
     def utterances(self) -> int:
-        return sum(r.utterances for r in self.rows)
+        """Utterances synthesized (the ``test_oov`` rows are a subset of ``test``, not counted twice)."""
+        return sum(r.utterances for r in self.rows if r.split != OOV_SPLIT)
 
     @property
     def hours(self) -> float:
-        return sum(r.hours for r in self.rows)
+        return sum(r.hours for r in self.rows if r.split != OOV_SPLIT)
 
     def to_table(self):
         """A rich Table: utterances, hours and failures per language and split."""
         from rich.table import Table
 
         table = Table(title=f"synthetic corpus in {self.output_dir} ({self.elapsed:.1f} s)")
-        for col in ("lang", "split", "utterances", "hours", "failed"):
+        for col in ("lang", "split", "utterances", "hours", "failed", "OOV %"):
             table.add_column(col, justify="left" if col in ("lang", "split") else "right")
         for r in self.rows:
-            table.add_row(r.lang, r.split, str(r.utterances), f"{r.hours:.3f}", str(r.failed))
-        table.add_row("all", "", str(self.utterances), f"{self.hours:.3f}", str(len(self.failures)))
+            oov = "" if r.oov_rate is None else f"{r.oov_rate:.1f}"
+            table.add_row(r.lang, r.split, str(r.utterances), f"{r.hours:.3f}", str(r.failed), oov)
+        table.add_row("all", "", str(self.utterances), f"{self.hours:.3f}", str(len(self.failures)), "")
         return table
 
 
@@ -92,6 +114,7 @@ class _Job:
     speed: int
     pitch: int
     path: Path
+    aug: Dict[str, float] = field(default_factory=dict)
 
 
 def espeak_binary() -> str:
@@ -101,11 +124,25 @@ def espeak_binary() -> str:
     return exe
 
 
-def available_voices(lang: str, exe: Optional[str] = None) -> List[str]:
-    """The ``<base>+<variant>`` voices of ``lang`` that this espeak-ng installation can speak."""
+def voice_variants(exe: Optional[str] = None) -> List[str]:
+    """Every voice variant this espeak-ng lists (``espeak-ng --voices=variant``: ``adam``, ``f1``, ``m3``, ...)."""
+    exe = exe or espeak_binary()
+    res = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True, timeout=30)
+    names = []
+    for line in res.stdout.splitlines()[1:]:
+        parts = line.split()
+        files = [p for p in parts if p.startswith("!v/")]
+        if files:
+            names.append(files[0][3:])
+    return sorted(set(names)) or list(VARIANTS)
+
+
+def available_voices(lang: str, exe: Optional[str] = None, variants: Optional[Sequence[str]] = None) -> List[str]:
+    """The ``<base>+<variant>`` voices of ``lang`` that this espeak-ng installation can speak (all variants that
+    it lists unless ``variants`` is given); a variant that fails or warns is left out with a log line."""
     exe = exe or espeak_binary()
     voices = []
-    for variant in VARIANTS:
+    for variant in (variants if variants is not None else voice_variants(exe)):
         voice = f"{BASE_VOICE[lang]}+{variant}"
         res = subprocess.run([exe, "-q", "-v", voice, "a"], capture_output=True, timeout=30)
         if res.returncode == 0 and not res.stderr.strip():
@@ -137,11 +174,64 @@ def synthesize(exe: str, text: str, voice: str, speed: int, pitch: int) -> np.nd
     return np.clip(samples, -1.0, 1.0)
 
 
+def draw_augmentation(rng: random.Random) -> Dict[str, float]:
+    """One utterance's augmentation settings (see the module docstring); 0 means "not applied"."""
+    def silence() -> float:
+        lo, hi = SILENCE_LONG if rng.random() < P_LONG_SILENCE else SILENCE_SHORT
+        return round(rng.uniform(lo, hi), 3)
+
+    return {
+        "lead": silence(),
+        "trail": silence(),
+        "peak_db": round(rng.uniform(*PEAK_DB), 1),
+        "speed_factor": rng.choice(SPEED_FACTORS) if rng.random() < P_SPEED else 1.0,
+        "t60": round(rng.uniform(*T60), 3) if rng.random() < P_REVERB else 0.0,
+        "snr_db": round(rng.uniform(*SNR_DB), 1) if rng.random() < P_NOISE else 0.0,
+        "pink": float(rng.random() < 0.5),
+        "seed": rng.randrange(2**31),
+    }
+
+
+def augment(samples: np.ndarray, aug: Dict[str, float]) -> np.ndarray:
+    """Apply ``draw_augmentation``'s settings to 16 kHz float32 ``samples``: lhotse speed perturbation, reverb with
+    a synthetic exponentially decaying impulse response, silence padding, noise at an SNR, then the peak level."""
+    from scipy.signal import fftconvolve, lfilter
+
+    rng = np.random.default_rng(int(aug.get("seed", 0)))
+    x = samples.astype(np.float32)
+    if aug.get("speed_factor", 1.0) != 1.0:
+        from lhotse.augmentation import Speed
+
+        x = Speed(factor=float(aug["speed_factor"]))(x[None, :], SAMPLE_RATE)[0].astype(np.float32)
+    if aug.get("t60", 0.0) > 0:
+        t60 = float(aug["t60"])
+        t = np.arange(int(t60 * SAMPLE_RATE)) / SAMPLE_RATE
+        rir = rng.standard_normal(t.size) * np.exp(-6.9 * t / t60) * 0.3
+        rir[0] = 1.0  # direct path
+        peak = float(np.abs(x).max()) or 1.0
+        x = fftconvolve(x, rir)[: x.size + t.size // 2].astype(np.float32)
+        x *= peak / (float(np.abs(x).max()) or 1.0)
+    speech_rms = float(np.sqrt(np.mean(x ** 2))) or 1e-4
+    lead, trail = (int(aug.get(k, 0.0) * SAMPLE_RATE) for k in ("lead", "trail"))
+    x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(trail, np.float32)])
+    if aug.get("snr_db", 0.0) > 0:
+        noise = rng.standard_normal(x.size)
+        if aug.get("pink"):  # 1/f noise, Paul Kellet's economy filter
+            noise = lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786], [1, -2.494956002, 2.017265875, -0.522189400], noise)
+        noise *= speech_rms / (float(np.sqrt(np.mean(noise ** 2))) or 1.0) / 10 ** (aug["snr_db"] / 20)
+        x = x + noise.astype(np.float32)
+    if "peak_db" in aug:
+        x *= 10 ** (aug["peak_db"] / 20) / (float(np.abs(x).max()) or 1.0)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
 def _run_job(exe: str, job: _Job) -> Tuple[_Job, Optional[int], Optional[str]]:
     import soundfile as sf
 
     try:
         samples = synthesize(exe, job.text, job.voice, job.speed, job.pitch)
+        if job.aug:
+            samples = augment(samples, job.aug)
         with atomic_path(job.path) as tmp:
             sf.write(str(tmp), samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
         return job, int(samples.size), None
@@ -149,13 +239,17 @@ def _run_job(exe: str, job: _Job) -> Tuple[_Job, Optional[int], Optional[str]]:
         return job, None, f"{type(err).__name__}: {err}".replace("\t", " ").replace("\n", " ")
 
 
-def _make_jobs(lang: str, split: str, sentences: List[str], voices: List[str], seed: int, out: Path) -> List[_Job]:
+def _make_jobs(lang: str, split: str, sentences: List[str], voices: List[str], seed: int, out: Path,
+               with_augment: bool = True) -> List[_Job]:
     jobs = []
     for i, text in enumerate(sentences):
         rng = random.Random(f"mlma-synthetic-voice:{seed}:{lang}:{split}:{i}")
         utt_id = f"{CORPUS}-{lang}-{split}-{i:06d}"
-        jobs.append(_Job(utt_id, text, voices[rng.randrange(len(voices))], rng.randint(*SPEED_RANGE),
-                         rng.randint(*PITCH_RANGE), out / f"{utt_id}.wav"))
+        job = _Job(utt_id, text, voices[rng.randrange(len(voices))], rng.randint(*SPEED_RANGE),
+                   rng.randint(*PITCH_RANGE), out / f"{utt_id}.wav")
+        if with_augment:
+            job.aug = draw_augmentation(rng)
+        jobs.append(job)
     return jobs
 
 
@@ -167,8 +261,46 @@ def _manifest_items(lang: str, job: _Job, num_samples: int):
                     sampling_rate=SAMPLE_RATE, num_samples=num_samples, duration=duration)
     sup = SupervisionSegment(id=job.utt_id, recording_id=job.utt_id, start=0.0, duration=duration, channel=0,
                              text=job.text, language=lang, speaker=job.voice,
-                             custom={"speed": job.speed, "pitch": job.pitch})
+                             custom={"speed": job.speed, "pitch": job.pitch, **job.aug})
     return rec, sup
+
+
+def _write_split(output_dir: Path, lang: str, split: str, recs: list, sups: list, asked: int) -> None:
+    if recs:
+        write_manifests(recs, sups, manifest_dir(output_dir, CORPUS, lang, split))
+    else:
+        for name in MANIFEST_FILES:  # no stale manifests from an earlier run
+            (manifest_dir(output_dir, CORPUS, lang, split) / name).unlink(missing_ok=True)
+        if asked:
+            log.warning("synthetic %s/%s: no utterance synthesized; no manifests written", lang, split)
+
+
+def _write_oov(output_dir: Path, lang: str, seed: int, made: Dict[str, Tuple[list, list]],
+               report: SyntheticReport) -> None:
+    """OOV rates against the synthesized training text (``oov.json``), and the ``test_oov`` subset of test."""
+    texts = {split: [sup.text for sup in sups] for split, (_, sups) in made.items()}
+    stats = open_text.oov_stats(lang, texts)
+    train_vocab = set(open_text.words_of(texts.get("train", ()), lang))
+    for row in report.rows:
+        if row.lang == lang and row.split in stats and "oov_rate" in stats[row.split]:
+            row.oov_rate = stats[row.split]["oov_rate"]
+    if "test" in made:
+        recs, sups = made["test"]
+        keep = [i for i, sup in enumerate(sups) if open_text.has_oov(sup.text, lang, train_vocab)]
+        sub_recs, sub_sups = [recs[i] for i in keep], [sups[i] for i in keep]
+        _write_split(output_dir, lang, OOV_SPLIT, sub_recs, sub_sups, len(recs))
+        sub = open_text.oov_stats(lang, {"train": texts.get("train", []), OOV_SPLIT: [s.text for s in sub_sups]})
+        stats[OOV_SPLIT] = sub[OOV_SPLIT]
+        row = SplitStats(lang, OOV_SPLIT, len(sub_recs), sum(r.duration for r in sub_recs), 0,
+                         sub[OOV_SPLIT].get("oov_rate"))
+        report.rows.append(row)
+    vocab = open_text.load_vocabulary(lang, seed)
+    stats["source"] = {"text": open_text.SOURCE, "vocabulary_size": len(vocab.words),
+                       "held_out_words": len(vocab.held_out)}
+    write_json_atomic(output_dir / "manifests" / CORPUS / lang / "oov.json", stats)
+    if "test" in stats:
+        log.info("synthetic %s: %.1f%% of test word tokens never occur in the training text (%d held-out words)",
+                 lang, stats["test"]["oov_rate"], len(vocab.held_out))
 
 
 def prepare_synthetic(
@@ -178,11 +310,15 @@ def prepare_synthetic(
     seed: int = 0,
     num_jobs: int = 1,
     minutes_per_lang: Optional[float] = None,
+    text: str = "words",
+    augment_audio: bool = True,
 ) -> SyntheticReport:
     """Synthesize the corpus under ``output_dir`` (the data directory) and write its manifests.
 
     ``utts_per_split`` defaults to ``DEFAULT_UTTS`` ({"train": 500, "dev": 50, "test": 100} per language).
     ``minutes_per_lang`` instead sizes the train split by audio duration (dev/test keep their counts).
+    ``text``: "words" (open vocabulary, wordfreq) or "grammar" (closed vocabulary); ``augment_audio``: the
+    augmentation of the module docstring (voices, speed and pitch vary either way).
     Failed utterances are skipped, counted, and listed in ``DATA/manifests/synthetic/bad_items.tsv``;
     MlmaError when espeak-ng is missing or nothing at all could be synthesized.
     """
@@ -195,20 +331,28 @@ def prepare_synthetic(
                         f"supported: {', '.join(LANGUAGES)}")
     if any(n < 0 for n in counts.values()) or (not any(counts.values()) and minutes_per_lang is None):
         raise MlmaError(f"utterances per split must be >= 0 and not all 0 (got {counts})")
+    if text not in TEXT_SOURCES:
+        raise MlmaError(f"unknown synthetic text source {text!r}; choose from {' | '.join(TEXT_SOURCES)}")
     if minutes_per_lang is not None:
         if minutes_per_lang <= 0:
             raise MlmaError(f"--minutes-per-lang must be > 0 (got {minutes_per_lang})")
         counts["train"] = int(math.ceil(minutes_per_lang * 60 / 1.0))  # upper bound: utterances last > 1 s
     exe = espeak_binary()
+    source = open_text if text == "words" else grammar_text
+    if text == "words" and languages:
+        open_text.load_vocabulary(languages[0], seed)  # a missing wordfreq fails here, before any synthesis
+    variants = voice_variants(exe)
     report = SyntheticReport(output_dir)
     chunk = max(16, 8 * max(1, num_jobs))
     with ThreadPoolExecutor(max_workers=max(1, num_jobs)) as pool:
         for lang in languages:
-            voices = available_voices(lang, exe)
-            sentences = split_sentences(lang, counts, seed)
-            for split in counts:
+            voices = available_voices(lang, exe, variants)
+            sentences = source.split_sentences(lang, counts, seed)
+            made: Dict[str, Tuple[list, list]] = {}
+            for split in sorted(counts, key=lambda s: (s != "train", s)):
                 target = minutes_per_lang * 60 if (split == "train" and minutes_per_lang) else None
-                jobs = _make_jobs(lang, split, sentences[split], voices, seed, audio_dir(output_dir, CORPUS, lang, split))
+                jobs = _make_jobs(lang, split, sentences[split], voices, seed, audio_dir(output_dir, CORPUS, lang, split),
+                                  augment_audio)
                 recs, sups, failed, seconds = [], [], 0, 0.0
                 for i in range(0, len(jobs), chunk):
                     if target is not None and seconds >= target:
@@ -226,14 +370,11 @@ def prepare_synthetic(
                         recs.append(rec)
                         sups.append(sup)
                         seconds += rec.duration
-                if recs:
-                    write_manifests(recs, sups, manifest_dir(output_dir, CORPUS, lang, split))
-                else:
-                    for name in MANIFEST_FILES:  # no stale manifests from an earlier run
-                        (manifest_dir(output_dir, CORPUS, lang, split) / name).unlink(missing_ok=True)
-                    if counts[split]:
-                        log.warning("synthetic %s/%s: no utterance synthesized; no manifests written", lang, split)
+                _write_split(output_dir, lang, split, recs, sups, counts[split])
+                made[split] = (recs, sups)
                 report.rows.append(SplitStats(lang, split, len(recs), seconds, failed))
+            if text == "words":
+                _write_oov(output_dir, lang, seed, made, report)
     done = {(r.lang, r.split) for r in report.rows}
     write_bad_items(bad_items_path(output_dir, CORPUS), report.failures, replaced=done)
     report.elapsed = time.time() - start

@@ -117,6 +117,8 @@ def prepare_synthetic_corpus(
     minutes_per_lang: Optional[float] = None,
     seed: int = 0,
     num_jobs: int = 1,
+    text: str = "words",
+    augment_audio: bool = True,
 ) -> PrepareReport:
     """Synthesize the built-in corpus (``synthetic.prepare_synthetic``), then validate what it wrote."""
     from mlma_cli.data.synthetic import prepare_synthetic
@@ -129,6 +131,8 @@ def prepare_synthetic_corpus(
         seed=seed,
         num_jobs=num_jobs,
         minutes_per_lang=minutes_per_lang,
+        text=text,
+        augment_audio=augment_audio,
     )
     report = PrepareReport("synthetic", bad_items_path=bad_items_path(data_dir, "synthetic"), num_bad=len(syn.failures))
     for row in syn.rows:
