@@ -19,26 +19,61 @@ def _error(msg: str):
     return MlmaError(msg)
 
 
-def _backend_of(spec: PathLike) -> str:
-    """'onnx' for an export directory (model.onnx, no package weights) or a .onnx file, else 'torch'."""
+def _torch_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # sys.modules["torch"] = None, a broken install
+        return False
+
+
+def _resolve(spec: PathLike, backend: Optional[str]) -> Tuple[str, PathLike]:
+    """(backend, what it loads): 'onnx' for an export directory or .onnx file, 'torch' for weights.
+
+    A model package (or hf:ORG/NAME) that carries `onnx/` loads that export with backend="onnx", and also by
+    default when torch is not installed (logged).
+    """
+    if backend not in (None, "torch", "onnx"):
+        raise ValueError(f"backend must be 'torch', 'onnx' or None (from the path), got {backend!r}")
     s = os.fspath(spec)
     if s.startswith(HF_PREFIX):
-        return "torch"
-    p = Path(s)
+        if backend == "torch" or (backend is None and _torch_available()):
+            return "torch", s  # the torch backend resolves hf: itself (checkpoint.load_for_inference)
+        from mlma_cli.package.load import download_hf
+
+        p = download_hf(s)
+    else:
+        p = Path(s)
     if not p.exists():
         raise _error(f"{s}: no such model; give a .pt checkpoint, a model package directory (model.safetensors + "
                      "config.json), hf:ORG/NAME, or an `mlma export` directory / .onnx file")
     if p.is_file():
-        return "onnx" if p.suffix == ".onnx" else "torch"
-    if (p / "model.safetensors").is_file():
-        return "torch"
-    if (p / "model.onnx").is_file():
-        return "onnx"
-    raise _error(f"{s}: directory is neither a model package (model.safetensors + config.json) nor an "
-                 "`mlma export` directory (model.onnx)")
+        found = "onnx" if p.suffix == ".onnx" else "torch"
+    elif (p / "model.safetensors").is_file():
+        found = "torch"
+        has_onnx = (p / "onnx" / "model.onnx").is_file()
+        if backend == "onnx" or (backend is None and has_onnx and not _torch_available()):
+            if not has_onnx:
+                raise _error(f"{s}: this model package has no onnx/ export; load it with backend='torch', or "
+                             "repack it with `mlma pack --onnx DIR`")
+            if backend is None:
+                import logging
+
+                logging.getLogger("mlma").info("%s: torch is not installed; using the package's onnx/ export", s)
+            return "onnx", p / "onnx"
+    elif (p / "model.onnx").is_file():
+        found = "onnx"
+    else:
+        raise _error(f"{s}: directory is neither a model package (model.safetensors + config.json) nor an "
+                     "`mlma export` directory (model.onnx)")
+    if backend is not None and backend != found:
+        what = "an ONNX export" if found == "onnx" else "PyTorch weights"
+        raise _error(f"{s}: holds {what}; backend={backend!r} cannot load it (use backend={found!r})")
+    return found, p
 
 
-def load(path: PathLike, device: str = "auto", **kwargs) -> "Model":
+def load(path: PathLike, device: str = "auto", backend: Optional[str] = None, **kwargs) -> "Model":
     """Load a model for transcription.
 
     Args:
@@ -46,20 +81,22 @@ def load(path: PathLike, device: str = "auto", **kwargs) -> "Model":
             ``mlma export`` directory (model.onnx) or a ``.onnx`` file.
         device: "auto" (GPU when visible), "cpu", "cuda", "cuda:N". An ONNX model runs on onnxruntime's CPU
             provider unless a CUDA device is asked for and onnxruntime has the CUDA provider.
+        backend: None (from the path), "torch", or "onnx" (for a package or hf: repo: its ``onnx/`` export,
+            which is also the default when torch is not installed).
         kwargs: ONNX only: ``threads`` (onnxruntime intra-op threads), ``int8`` (model.int8.onnx of a directory).
     Raises:
         MlmaError with a one-line message for a missing or unusable model.
     """
-    backend = _backend_of(path)
+    backend, target = _resolve(path, backend)
     if backend == "onnx":
         from mlma.onnx_backend import OnnxBackend
 
-        return Model(OnnxBackend(path, device=device, **kwargs))
+        return Model(OnnxBackend(target, device=device, **kwargs))
     if kwargs:
         raise TypeError(f"unexpected arguments for a torch model: {', '.join(sorted(kwargs))}")
     from mlma.torch_backend import TorchBackend
 
-    return Model(TorchBackend(path, device=device))
+    return Model(TorchBackend(target, device=device))
 
 
 def split_inputs(audio: Sequence[AudioInput]) -> Tuple[List[Tuple[int, str]], List[Tuple[int, np.ndarray]]]:

@@ -149,6 +149,35 @@ def test_onnx_needs_no_torch(tiny, onnx_model):
     assert text2 == want[1].text and n_long >= 3
 
 
+def test_package_with_onnx_and_hf_choose_the_backend(tiny, tmp_path, monkeypatch, onnx_model):
+    """A package's onnx/ export loads with backend='onnx' (also through hf:), and by itself without torch."""
+    import huggingface_hub
+
+    from mlma_cli.package.pack import pack_model
+
+    ckpt, export_dir, arrays, _ = tiny
+    pkg = pack_model([ckpt], tmp_path / "pkg", onnx_dir=export_dir).out_dir
+    bare = pack_model([ckpt], tmp_path / "bare").out_dir
+    want = _key(onnx_model.transcribe(arrays[:2]))
+    assert mlma.load(pkg, device="cpu").backend == "torch"
+    m = mlma.load(pkg, backend="onnx", threads=1)
+    assert m.backend == "onnx" and _key(m.transcribe(arrays[:2])) == want
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, revision=None, **kw: str(pkg))
+    assert _key(mlma.load("hf:someorg/mlma-test", backend="onnx", threads=1).transcribe(arrays[:2])) == want
+    with pytest.raises(MlmaError, match="no onnx/ export"):
+        mlma.load(bare, backend="onnx")
+    with pytest.raises(MlmaError, match="holds an ONNX export"):
+        mlma.load(export_dir, backend="torch")
+    with pytest.raises(ValueError, match="backend must be"):
+        mlma.load(pkg, backend="tensorrt")
+    code = (f"import sys; sys.modules['torch'] = None; import numpy as np, mlma; m = mlma.load({str(pkg)!r}); "
+            f"x = np.load({str(tmp_path / 'a.npy')!r}); print(m.backend, m.transcribe([x])[0].text)")
+    np.save(tmp_path / "a.npy", arrays[0])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"onnx {onnx_model.transcribe(arrays[:1])[0].text}".strip()
+
+
 def test_import_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, mlma; mlma.Result; mlma.Token; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)
