@@ -10,10 +10,13 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mlma_cli.model.backends import selective_scan_for
+from mlma_cli.model.biscan import bidirectional_scan
 from mlma_cli.model.mamba1 import direction_params, mamba1_direction
-from mlma_cli.model.masking import reverse_index, reverse_time
+from mlma_cli.model.masking import zero_padding
+from mlma_cli.model.scan import selective_scan
 
 
 class BiMamba(nn.Module):
@@ -52,19 +55,48 @@ class BiMamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        bsz, length, _ = x.shape
-        mask = None
-        if lengths is not None:
-            mask = torch.arange(length, device=x.device)[None, :] < lengths[:, None]
-        xz = self.in_proj(x).transpose(1, 2)            # (B, 2*d_inner, L)
-        xs, z = xz.chunk(2, dim=1)
-        scan = selective_scan_for(xs, self.scan_backend)
-        y = mamba1_direction(xs, z, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
-                             self.d_state, scan)
-        if self.bidirectional:
-            idx = reverse_index(lengths, length) if lengths is not None else None
-            xs_b, z_b = reverse_time(xz, idx, 2).chunk(2, dim=1)
-            y_b = mamba1_direction(xs_b, z_b, mask, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
-                                   self.D_b, self.d_state, scan)
-            y = 0.5 * (y + reverse_time(y_b, idx, 2))
-        return self.out_proj(y.transpose(1, 2))
+        length = x.shape[1]
+        xz = self.in_proj(x)                                            # (B, L, 2*d_inner)
+        if lengths is not None and not torch.compiler.is_exporting() and bool((lengths >= length).all()):
+            lengths = None                                              # unpadded batch: no masking work
+        mask = None if lengths is None else torch.arange(length, device=x.device)[None, :] < lengths[:, None]
+        scan = selective_scan_for(xz, self.scan_backend)
+        if not self.bidirectional:
+            xs, z = xz.transpose(1, 2).chunk(2, dim=1)
+            y = mamba1_direction(xs, z, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
+                                 self.d_state, scan)
+            return self.out_proj(y.transpose(1, 2))
+        return self.out_proj(self._bidirectional(xz, lengths, mask, scan))
+
+    def _bidirectional(self, xz: torch.Tensor, lengths: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                       scan) -> torch.Tensor:
+        """Both directions on the original time order: xz (B, L, 2*d_inner) -> gated average (B, L, d_inner).
+
+        The backward direction's causal conv over the reversed sequence is an anti-causal conv over the original
+        one, so one depthwise conv with 2K-1 taps serves both (each direction's taps on its own side, zeros on the
+        other), x_proj and dt_proj of both directions are one batched matmul each, and the scan visits the backward
+        direction's frames last-to-first within each length (biscan.py).
+        """
+        bsz, length, _ = xz.shape
+        e, n, k = self.d_inner, self.d_state, self.conv1d.kernel_size[0]
+        xs = zero_padding(xz[..., :e], mask, time_dim=1)               # padding never enters the conv
+        u = F.conv1d(xs.transpose(1, 2).repeat(1, 2, 1), self._conv_weight(), self._stack("conv1d", "bias").flatten(),
+                     padding=k - 1, groups=2 * e)                       # (B, 2E, L): forward then backward
+        u = F.silu(u).view(bsz, 2, e, length)
+        x_dbl = torch.matmul(u.transpose(2, 3), self._stack("x_proj", "weight").transpose(1, 2))  # (B, 2, L, R+2N)
+        dt, Bt, Ct = torch.split(x_dbl, [self.dt_proj.in_features, n, n], dim=-1)
+        delta = torch.matmul(self._stack("dt_proj", "weight"), dt.transpose(2, 3))                # (B, 2, E, L)
+        A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
+        return bidirectional_scan(u, delta, A, Bt, Ct, torch.stack([self.D, self.D_b]).float(), z=xz[..., e:],
+                                  delta_bias=self._stack("dt_proj", "bias").float(), lengths=lengths,
+                                  delta_softplus=True, scan=None if scan is selective_scan else scan)
+
+    def _stack(self, module: str, param: str) -> torch.Tensor:
+        """A parameter of both directions' modules (conv1d / conv1d_b, ...), stacked: (2, ...)."""
+        return torch.stack([getattr(getattr(self, module), param), getattr(getattr(self, module + "_b"), param)])
+
+    def _conv_weight(self) -> torch.Tensor:
+        """(2E, 1, 2K-1): the forward conv's K taps on the past side, the backward conv's (reversed) on the future
+        side; with padding K-1 this is the causal conv and the reversed-sequence causal conv in one."""
+        k = self.conv1d.kernel_size[0]
+        return torch.cat([F.pad(self.conv1d.weight, (0, k - 1)), F.pad(self.conv1d_b.weight.flip(-1), (k - 1, 0))])

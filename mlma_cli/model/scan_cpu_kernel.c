@@ -79,14 +79,16 @@ static inline void row_delta(const scan_args *a, const float *delta, float bias,
 }
 
 /* The recurrence for one row: ys[t] = <C_t, h_t>. Bt, Ct: (L, N) of this batch item; A: (N,).
-   hbuf (L*N, NULL in forward) receives h_t, abuf receives exp(delta_t A). */
+   order (NULL: t = s) gives the time index t visited at step s, so one routine runs both directions; hbuf
+   (NULL in forward) receives the state after step s at row s, abuf the decay exp(delta_t A) of step s. */
 static inline void row_scan(const float *restrict u, const float *restrict dl,
                             const float *restrict A, const float *restrict Bt,
                             const float *restrict Ct, float *restrict ys, int64_t L, const int64_t N,
-                            float *restrict hbuf, float *restrict abuf) {
+                            float *restrict hbuf, float *restrict abuf, const int64_t *restrict order) {
     float h[64];
     for (int64_t n = 0; n < N; n++) h[n] = 0.0f;
-    for (int64_t t = 0; t < L; t++) {
+    for (int64_t s = 0; s < L; s++) {
+        const int64_t t = order ? order[s] : s;
         const float dt = dl[t], du = dt * u[t];
         const float *b = Bt + t * N, *c = Ct + t * N;
         float acc = 0.0f;
@@ -94,8 +96,8 @@ static inline void row_scan(const float *restrict u, const float *restrict dl,
             const float av = mlma_exp(dt * A[n]);
             h[n] = av * h[n] + du * b[n];
             acc += h[n] * c[n];
-            if (abuf) abuf[t * N + n] = av;
-            if (hbuf) hbuf[t * N + n] = h[n];
+            if (abuf) abuf[s * N + n] = av;
+            if (hbuf) hbuf[s * N + n] = h[n];
         }
         ys[t] = acc;
     }
@@ -118,7 +120,7 @@ int mlma_scan_fwd(const float *u, const float *delta, const float *A, const floa
         for (int64_t d = d0; d < d1; d++) {
             const int64_t row = (b * Dch + d) * L, off = b * L * N;
             row_delta(&a, delta + row, bias ? bias[d] : 0.0f, dl);
-#define FWD(NV) row_scan(u + row, dl, A + d * N, Bt + off, Ct + off, ys, L, NV, NULL, NULL)
+#define FWD(NV) row_scan(u + row, dl, A + d * N, Bt + off, Ct + off, ys, L, NV, NULL, NULL, NULL)
             DISPATCH_N(FWD)
 #undef FWD
             const float Dd = D ? D[d] : 0.0f;
@@ -136,25 +138,28 @@ int mlma_scan_fwd(const float *u, const float *delta, const float *A, const floa
 }
 
 /* Reverse pass of one row given dys = dL/dys (gradient of the recurrence output). Writes du_s (the
-   recurrence's du) and dd (dL/d delta'), accumulates dA (N), dBt, dCt (L, N). */
+   recurrence's du) and dd (dL/d delta'), accumulates dA (N), dBt, dCt (L, N). order as in row_scan; steps are
+   undone last to first. */
 static inline void row_bwd(const float *restrict u, const float *restrict dl,
                            const float *restrict A, const float *restrict Bt,
                            const float *restrict Ct, const float *restrict dys,
                            float *restrict du_s, float *restrict dd, float *restrict dA,
                            float *restrict dBt, float *restrict dCt, int64_t L, const int64_t N,
-                           const float *restrict hbuf, const float *restrict abuf) {
-    /* hbuf row 0 holds h_{-1} = 0, row t+1 holds h_t: h_{t-1} is always a plain read */
-    float gn[64];  /* exp(delta'_{t+1} A) * g_{t+1}: the gradient reaching h_t from step t+1 */
+                           const float *restrict hbuf, const float *restrict abuf,
+                           const int64_t *restrict order) {
+    /* hbuf row 0 holds the state before the first step (0), row s+1 the state after step s */
+    float gn[64];  /* decay of step s+1 times its g: the gradient reaching the state after step s from s+1 */
     float dAl[64];
     for (int64_t n = 0; n < N; n++) gn[n] = dAl[n] = 0.0f;
-    for (int64_t t = L - 1; t >= 0; t--) {
+    for (int64_t s = L - 1; s >= 0; s--) {
+        const int64_t t = order ? order[s] : s;
         const float g_y = dys[t], dt = dl[t], ut = u[t], du_t = dt * ut;
-        const float *b = Bt + t * N, *c = Ct + t * N, *av = abuf + t * N;
-        const float *hp = hbuf + t * N, *h = hbuf + (t + 1) * N;
+        const float *b = Bt + t * N, *c = Ct + t * N, *av = abuf + s * N;
+        const float *hp = hbuf + s * N, *h = hbuf + (s + 1) * N;
         float *db = dBt + t * N, *dc = dCt + t * N;
         float s_da = 0.0f, s_gb = 0.0f;
         for (int64_t n = 0; n < N; n++) {
-            const float g = g_y * c[n] + gn[n];   /* dL/dh_t */
+            const float g = g_y * c[n] + gn[n];   /* dL/dh after this step */
             dc[n] += g_y * h[n];
             const float x = g * hp[n] * av[n];    /* dL/d(delta'_t A_n) */
             s_da += x * A[n];
@@ -191,7 +196,7 @@ int mlma_scan_bwd(const float *u, const float *delta, const float *A, const floa
             float *dur = du + row, *ddr = ddelta + row;
             row_delta(&a, delta + row, bd, dl);
             for (int64_t n = 0; n < N; n++) hbuf[n] = 0.0f;
-#define REC(NV) row_scan(ur, dl, A + d * N, Bt + off, Ct + off, ys, L, NV, hbuf + N, abuf)
+#define REC(NV) row_scan(ur, dl, A + d * N, Bt + off, Ct + off, ys, L, NV, hbuf + N, abuf, NULL)
             DISPATCH_N(REC)
 #undef REC
             /* gate and skip: y = (ys + D u) * silu(z) */
@@ -209,7 +214,7 @@ int mlma_scan_bwd(const float *u, const float *delta, const float *A, const floa
             }
             for (int64_t t = 0; t < L; t++) dD_acc += dys[t] * ur[t];
 #define BWD(NV) row_bwd(ur, dl, A + d * N, Bt + off, Ct + off, dys, dur, dd, dA + d * N, dBt + off, \
-                        dCt + off, L, NV, hbuf, abuf)
+                        dCt + off, L, NV, hbuf, abuf, NULL)
             DISPATCH_N(BWD)
 #undef BWD
             for (int64_t t = 0; t < L; t++) dur[t] += Dd * dys[t];
@@ -223,6 +228,150 @@ int mlma_scan_bwd(const float *u, const float *delta, const float *A, const floa
         }
         if (dD) dD[d] = dD_acc;
         if (dbias) dbias[d] = db_acc;
+    }
+    free(buf);
+    return 0;
+}
+
+/* ---- Both directions of a bidirectional mixer in one call ------------------------------------------------------
+   Channel d of direction 0 (forward) and of direction 1 (backward) are computed together, so their average is
+   formed in registers. Both directions' inputs are in the original time order: the backward direction's recurrence
+   visits t = len-1, ..., 0 (its sequence reversed within its own length), then the padded frames len..L-1 (their
+   outputs are unspecified), so no reversed copies exist anywhere.
+     u, delta: (Bsz, 2, E, L)     A: (2, E, N)     Bt, Ct: (Bsz, 2, L, N)     D, bias: (2, E) or NULL
+     z: z[b*zb + t*zt + d] or NULL (a time-major view, e.g. the gate half of in_proj's output)
+     lengths: (Bsz,) or NULL (all L)
+     y: (Bsz, L, E) time-major = 0.5 * sum over directions of (<C_t, h_t> + D u_t), times silu(z_t) */
+typedef struct {
+    const float *u, *delta, *A, *Bt, *Ct, *D, *bias, *z;
+    const int64_t *lengths;
+    int64_t zb, zt, Bsz, E, L, N;
+    int softplus;
+} bi_args;
+
+/* order[s] for the backward direction of a sequence of length len within L frames */
+static void reverse_order(int64_t *order, int64_t len, int64_t L) {
+    for (int64_t s = 0; s < L; s++) order[s] = s < len ? len - 1 - s : s;
+}
+
+/* Recurrence of direction dir for channel d of batch item b: dl <- delta', ys <- <C, h>; hbuf/abuf as row_scan */
+static void bi_row(const bi_args *a, int64_t b, int dir, int64_t d, const int64_t *order, float *dl, float *ys,
+                   float *hbuf, float *abuf) {
+    const int64_t E = a->E, L = a->L, N = a->N;
+    const int64_t row = ((b * 2 + dir) * E + d) * L, off = (b * 2 + dir) * L * N, ch = dir * E + d;
+    scan_args sa = {0};
+    sa.L = L;
+    sa.softplus = a->softplus;
+    row_delta(&sa, a->delta + row, a->bias ? a->bias[ch] : 0.0f, dl);
+#define BI(NV) row_scan(a->u + row, dl, a->A + ch * N, a->Bt + off, a->Ct + off, ys, L, NV, hbuf, abuf, \
+                        dir ? order : NULL)
+    DISPATCH_N(BI)
+#undef BI
+}
+
+/* Forward for channels [d0, d1). Returns 1 if out of memory. */
+int mlma_biscan_fwd(const float *u, const float *delta, const float *A, const float *Bt, const float *Ct,
+                    const float *D, const float *bias, const float *z, int64_t zb, int64_t zt,
+                    const int64_t *lengths, int softplus, float *y,
+                    int64_t Bsz, int64_t E, int64_t L, int64_t N, int64_t d0, int64_t d1) {
+    bi_args a = {u, delta, A, Bt, Ct, D, bias, z, lengths, zb, zt, Bsz, E, L, N, softplus};
+    float *buf = (float *)malloc(sizeof(float) * 3 * (size_t)L + sizeof(int64_t) * (size_t)L);
+    if (!buf) return 1;
+    float *dl = buf, *ys0 = buf + L, *ys1 = buf + 2 * L;
+    int64_t *order = (int64_t *)(buf + 3 * L);
+    for (int64_t b = 0; b < Bsz; b++) {
+        reverse_order(order, lengths ? lengths[b] : L, L);
+        for (int64_t d = d0; d < d1; d++) {
+            bi_row(&a, b, 0, d, order, dl, ys0, NULL, NULL);
+            bi_row(&a, b, 1, d, order, dl, ys1, NULL, NULL);
+            const float *u0 = u + ((b * 2) * E + d) * L, *u1 = u + ((b * 2 + 1) * E + d) * L;
+            const float D0 = D ? D[d] : 0.0f, D1 = D ? D[E + d] : 0.0f;
+            float *yr = y + b * L * E + d;
+            for (int64_t t = 0; t < L; t++) {
+                const float pre = 0.5f * ((ys0[t] + D0 * u0[t]) + (ys1[t] + D1 * u1[t]));
+                if (z) {
+                    const float zv = z[b * zb + t * zt + d];
+                    yr[t * E] = pre * zv * mlma_sigmoid(zv);
+                } else {
+                    yr[t * E] = pre;
+                }
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* Backward for channels [d0, d1) given dy (Bsz, L, E) time-major. Writes du, ddelta (Bsz, 2, E, L) and dz
+   (Bsz, L, E, if z) at these channels; dA, dD, dbias at (dir, d) for these channels; accumulates into this
+   worker's private dBt, dCt (Bsz, 2, L, N). Returns 1 if out of memory. */
+int mlma_biscan_bwd(const float *u, const float *delta, const float *A, const float *Bt, const float *Ct,
+                    const float *D, const float *bias, const float *z, int64_t zb, int64_t zt,
+                    const int64_t *lengths, int softplus, const float *dy,
+                    float *du, float *ddelta, float *dA, float *dBt, float *dCt, float *dD, float *dz,
+                    float *dbias, int64_t Bsz, int64_t E, int64_t L, int64_t N, int64_t d0, int64_t d1) {
+    bi_args a = {u, delta, A, Bt, Ct, D, bias, z, lengths, zb, zt, Bsz, E, L, N, softplus};
+    /* per direction: states (L+1)N, decays LN, delta' L, ys L; shared: dys, dd L each; order L */
+    const size_t per = (2 * (size_t)L + 1) * (size_t)N + 2 * (size_t)L;
+    float *buf = (float *)malloc(sizeof(float) * (2 * per + 2 * (size_t)L) + sizeof(int64_t) * (size_t)L);
+    if (!buf) return 1;
+    float *hb[2], *ab[2], *dl[2], *ys[2];
+    for (int k = 0; k < 2; k++) {
+        hb[k] = buf + k * per;
+        ab[k] = hb[k] + (L + 1) * N;
+        dl[k] = ab[k] + L * N;
+        ys[k] = dl[k] + L;
+    }
+    float *dys = buf + 2 * per, *dd = dys + L;
+    int64_t *order = (int64_t *)(dd + L);
+    for (int64_t d = d0; d < d1; d++) {
+        float dD_acc[2] = {0.0f, 0.0f}, db_acc[2] = {0.0f, 0.0f};
+        for (int64_t b = 0; b < Bsz; b++) {
+            reverse_order(order, lengths ? lengths[b] : L, L);
+            for (int dir = 0; dir < 2; dir++) {
+                for (int64_t n = 0; n < N; n++) hb[dir][n] = 0.0f;
+                bi_row(&a, b, dir, d, order, dl[dir], ys[dir], hb[dir] + N, ab[dir]);
+            }
+            const float *u0 = u + ((b * 2) * E + d) * L, *u1 = u + ((b * 2 + 1) * E + d) * L;
+            const float D0 = D ? D[d] : 0.0f, D1 = D ? D[E + d] : 0.0f;
+            const float *dyr = dy + b * L * E + d;
+            /* y = 0.5 (pre0 + pre1) silu(z): both directions' recurrences receive dys = 0.5 dy silu(z) */
+            for (int64_t t = 0; t < L; t++) {
+                const float g = 0.5f * dyr[t * E];
+                if (z) {
+                    const float zv = z[b * zb + t * zt + d], sg = mlma_sigmoid(zv);
+                    const float pre = (ys[0][t] + D0 * u0[t]) + (ys[1][t] + D1 * u1[t]);
+                    dys[t] = g * zv * sg;
+                    dz[b * L * E + t * E + d] = g * pre * sg * (1.0f + zv * (1.0f - sg));
+                } else {
+                    dys[t] = g;
+                }
+            }
+            for (int dir = 0; dir < 2; dir++) {
+                const int64_t row = ((b * 2 + dir) * E + d) * L, off = (b * 2 + dir) * L * N, ch = dir * E + d;
+                const float *ur = u + row;
+                float *dur = du + row, *ddr = ddelta + row;
+                const float Dd = dir ? D1 : D0;
+                for (int64_t t = 0; t < L; t++) dD_acc[dir] += dys[t] * ur[t];
+#define BBWD(NV) row_bwd(ur, dl[dir], A + ch * N, Bt + off, Ct + off, dys, dur, dd, dA + ch * N, dBt + off, \
+                         dCt + off, L, NV, hb[dir], ab[dir], dir ? order : NULL)
+                DISPATCH_N(BBWD)
+#undef BBWD
+                for (int64_t t = 0; t < L; t++) dur[t] += Dd * dys[t];
+                const float bd = bias ? bias[ch] : 0.0f;
+                const float *dr = delta + row;
+                if (softplus) {
+                    for (int64_t t = 0; t < L; t++) ddr[t] = dd[t] * mlma_sigmoid(dr[t] + bd);
+                } else {
+                    for (int64_t t = 0; t < L; t++) ddr[t] = dd[t];
+                }
+                for (int64_t t = 0; t < L; t++) db_acc[dir] += ddr[t];
+            }
+        }
+        for (int dir = 0; dir < 2; dir++) {
+            if (dD) dD[dir * E + d] = dD_acc[dir];
+            if (dbias) dbias[dir * E + d] = db_acc[dir];
+        }
     }
     free(buf);
     return 0;

@@ -148,6 +148,10 @@ def build_with(command: List[str], label: str = "") -> Optional[ctypes.CDLL]:
         lib.mlma_scan_fwd.restype = i32
         lib.mlma_scan_bwd.argtypes = [fp] * 8 + [i32] + [fp] * 9 + [i64] * 6
         lib.mlma_scan_bwd.restype = i32
+        lib.mlma_biscan_fwd.argtypes = [fp] * 8 + [i64, i64, fp, i32, fp] + [i64] * 6
+        lib.mlma_biscan_fwd.restype = i32
+        lib.mlma_biscan_bwd.argtypes = [fp] * 8 + [i64, i64, fp, i32] + [fp] * 9 + [i64] * 6
+        lib.mlma_biscan_bwd.restype = i32
         return lib
     return None
 
@@ -260,5 +264,51 @@ def scan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, softplus: bool, dy) -> Tuple[
     slot = {r: i for i, r in enumerate(ranges)}
     if any(_run_parallel(lambda d0, d1: work(slot[(d0, d1)], d0, d1), ranges)):
         raise MemoryError("selective scan backward: could not allocate the per-thread work buffer")
+    dBt, dCt = acc.sum(0).unbind(0) if len(ranges) > 1 else acc[0].unbind(0)
+    return du, ddelta, dA, dBt, dCt, dD, dz, dbias
+
+
+def biscan_fwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool) -> torch.Tensor:
+    """Both directions of a bidirectional scan (see ``mlma_biscan_fwd`` in the C file for the math).
+
+    u, delta (B, 2, E, L); A (2, E, N); Bt, Ct (B, 2, L, N); D, bias (2, E) or None; z (B, L, E) with
+    channel stride 1, or None; lengths (B,) int64 or None. All float32, CPU, contiguous unless said.
+    Returns y (B, L, E), time-major.
+    """
+    bsz, _, dim, length = u.shape
+    n = A.shape[-1]
+    y = u.new_empty(bsz, length, dim)
+    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
+    args = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, bias, z)] + [zb, zt, _ptr(lengths), int(softplus), _ptr(y),
+                                                                   bsz, dim, length, n]
+    status = _run_parallel(lambda d0, d1: lib.mlma_biscan_fwd(*args, d0, d1), _ranges(dim, torch.get_num_threads()))
+    if any(status):
+        raise MemoryError("bidirectional scan: could not allocate the per-thread work buffer")
+    return y
+
+
+def biscan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool, dy) -> Tuple[Optional[torch.Tensor], ...]:
+    """Gradients (du, ddelta, dA, dBt, dCt, dD, dz, dbias) of :func:`biscan_fwd` given dy (B, L, E) contiguous;
+    dz is (B, L, E) contiguous; None for absent inputs."""
+    bsz, _, dim, length = u.shape
+    n = A.shape[-1]
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dA = torch.zeros_like(A)
+    dD = torch.empty_like(D) if D is not None else None
+    dz = u.new_empty(bsz, length, dim) if z is not None else None
+    dbias = torch.empty_like(bias) if bias is not None else None
+    ranges = _ranges(dim, max(1, torch.get_num_threads()))
+    acc = u.new_zeros(len(ranges), 2, bsz, 2, length, n)  # one private (dBt, dCt) per worker, as in scan_bwd
+    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
+    common = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, bias, z)] + [zb, zt, _ptr(lengths), int(softplus)]
+    common += [_ptr(t) for t in (dy, du, ddelta, dA)]
+
+    def work(i, d0, d1):
+        return lib.mlma_biscan_bwd(*common, _ptr(acc[i, 0]), _ptr(acc[i, 1]), _ptr(dD), _ptr(dz), _ptr(dbias),
+                                   bsz, dim, length, n, d0, d1)
+
+    slot = {r: i for i, r in enumerate(ranges)}
+    if any(_run_parallel(lambda d0, d1: work(slot[(d0, d1)], d0, d1), ranges)):
+        raise MemoryError("bidirectional scan backward: could not allocate the per-thread work buffer")
     dBt, dCt = acc.sum(0).unbind(0) if len(ranges) > 1 else acc[0].unbind(0)
     return du, ddelta, dA, dBt, dCt, dD, dz, dbias
