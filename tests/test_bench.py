@@ -70,3 +70,25 @@ def test_crossover_is_the_length_from_which_conmamba_always_wins():
     assert crossover(rows)["fwd_ms"] == 20
     rows[0] = row("conmamba", 5, 0.5)
     assert crossover(rows)["fwd_ms"] == 5
+
+
+def test_mac_counts_match_torch_flop_counter():
+    """bench/macs.py by arithmetic against torch's FlopCounterMode (2 flops per MAC) over a real forward pass. The
+    counter sees matmuls and convolutions, not the C scan kernel, so the scan's share is taken out; ConMamba's
+    combined 7-tap conv computes zero taps that the arithmetic does not count (tolerance below)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mlma_cli.bench.macs import model_macs
+    from mlma_cli.model import build_model, named_config
+
+    for enc in ("conformer", "conmamba"):
+        cfg = named_config(f"{enc}-tiny", vocab_size=50)
+        model = build_model(cfg).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, 333, 80), torch.tensor([333]))
+        t = (((333 + 1) // 2) + 1) // 2
+        scan = 2 * 3 * cfg.d_inner * cfg.d_state * t * cfg.num_layers if enc == "conmamba" else 0
+        counted, expected = counter.get_total_flops() // 2, model_macs(cfg, 333)["total"] - scan
+        assert abs(counted - expected) <= 0.01 * expected, (enc, counted, expected)
+        if enc == "conformer":
+            assert counted == expected

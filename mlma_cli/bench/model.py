@@ -1,11 +1,14 @@
 """Encoder cost vs utterance length: ConMamba against its Conformer twin (and optionally the Mamba-2 mixer).
 
-Forward (eval, no grad) and forward+backward (train mode) time and peak memory of the whole CTC model on one
-utterance of S seconds (100 feature frames per second, 25 per second after subsampling), for several S.
+Forward (eval, no grad) and forward+backward (train mode) time and peak memory of the whole CTC model on a batch
+of utterances of S seconds (100 feature frames per second, 25 per second after subsampling), for several S.
+At each length the variants' timed runs are interleaved (A B A B ...), so load from other processes hits all of
+them alike; each time is the median of its repeats. Per length, the ConMamba / Conformer ratio of forward time is
+reported beside the ratio of their multiply-add counts (``bench/macs.py``).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the peak rise of the process RSS, sampled every 2 ms
 (after returning freed heap to the OS), a close lower bound. Run through ``mlma bench model`` or::
 
-    python -m mlma_cli.bench.model --size tiny --seconds 5,20,60
+    python -m mlma_cli.bench.model --size tiny --seconds 2,5,10,15
 
 Never part of the test suite.
 """
@@ -40,6 +43,8 @@ class ModelBenchRow:
     params_m: float
     seconds: float
     frames: int
+    batch: int = 1
+    macs_g: Optional[float] = None   # multiply-adds of the whole batch, 1e9 (None: not counted for this variant)
     fwd_ms: Optional[float] = None
     fwd_peak_mb: Optional[float] = None
     fwdbwd_ms: Optional[float] = None
@@ -101,27 +106,35 @@ def _peak_memory(device: torch.device) -> Iterator[Dict[str, float]]:
         out["mb"] = rss.rise_mb
 
 
-def _timed(fn, device: torch.device, repeats: int, budget_s: float) -> float:
-    """Median wall time (ms) of fn over up to `repeats` runs after one warm-up; stops early past budget_s."""
-    def once() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
+def _time_once(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
-    first = once()
-    times: List[float] = []
-    spent = first
+
+def _timed_interleaved(fns: Dict[str, object], device: torch.device, repeats: int, budget_s: float) -> Dict[str, float]:
+    """Median wall time (ms) of each fn; one warm-up each, then rounds that run every fn once in turn.
+
+    Stops after `repeats` rounds or once the rounds have taken budget_s (at least one round always runs).
+    """
+    spent = sum(_time_once(fn, device) for fn in fns.values())
+    times: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        if times and spent > budget_s:
+        if times and all(times.values()) and spent > budget_s:
             break
-        times.append(once())
-        spent += times[-1]
-    times.sort()
-    return 1000 * times[len(times) // 2]
+        for k, fn in fns.items():
+            times[k].append(_time_once(fn, device))
+            spent += times[k][-1]
+    return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def _timed(fn, device: torch.device, repeats: int, budget_s: float) -> float:
+    """Median wall time (ms) of one fn (see _timed_interleaved)."""
+    return _timed_interleaved({"fn": fn}, device, repeats, budget_s)["fn"]
 
 
 def _autocast(device: torch.device, amp: Optional[torch.dtype]):
@@ -148,45 +161,91 @@ def _model(variant: str, size: str, device: str, scan_backend: str, vocab_size: 
     return build_model(cfg).to(device)
 
 
-def bench_variant(variant: str, size: str, seconds: float, device: torch.device, repeats: int = 3,
-                  budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
-                  vocab_size: int = 500, amp: Optional[torch.dtype] = None) -> ModelBenchRow:
-    """Time one (variant, size, length) point on device; amp: autocast dtype (e.g. torch.bfloat16) or None."""
-    model = _model(variant, size, str(device), scan_backend, vocab_size)
-    cfg = model.config
+def _macs_g(cfg, frames: int, batch: int) -> Optional[float]:
+    from mlma_cli.bench.macs import model_macs
+
+    if cfg.encoder == "conmamba" and cfg.mixer != "mamba1":
+        return None
+    return round(batch * model_macs(cfg, frames)["total"] / 1e9, 3)
+
+
+def bench_point(variants: Sequence[str], size: str, seconds: float, device: torch.device, repeats: int = 3,
+                budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
+                vocab_size: int = 500, amp: Optional[torch.dtype] = None, batch: int = 1) -> List[ModelBenchRow]:
+    """Time every variant at one (size, length, batch) point, their repeats interleaved; one row per variant.
+
+    Forward: eval mode under torch.inference_mode(). Forward+backward: train mode. Peak memory comes from one
+    extra run per variant after the timing (the RSS sampler would disturb timed runs).
+    amp: autocast dtype (e.g. torch.bfloat16) or None.
+    """
     frames = int(round(seconds * 100))
-    row = ModelBenchRow(variant, size, str(device), sum(p.numel() for p in model.parameters()) / 1e6, seconds,
-                        frames)
-    feats = torch.randn(1, frames, cfg.num_features, device=device)
-    lens = torch.tensor([frames], device=device)
+    models = {v: _model(v, size, str(device), scan_backend, vocab_size) for v in variants}
+    rows = {v: ModelBenchRow(v, size, str(device), sum(p.numel() for p in m.parameters()) / 1e6, seconds, frames,
+                             batch, _macs_g(m.config, frames, batch)) for v, m in models.items()}
+    num_features = next(iter(models.values())).config.num_features
+    feats = torch.randn(batch, frames, num_features, device=device)
+    lens = torch.full((batch,), frames, device=device)
 
-    def fwd() -> None:
-        with torch.no_grad(), _autocast(device, amp):
-            model(feats, lens)
+    def fwd(model):
+        def run() -> None:
+            with torch.inference_mode(), _autocast(device, amp):
+                model(feats, lens)
+        return run
 
-    def fwdbwd() -> None:
-        with _autocast(device, amp):
-            log_probs, _ = model(feats, lens)
-        log_probs.logsumexp(-1).sum().backward()   # any scalar: the backward pass is what we time
-        model.zero_grad(set_to_none=True)
+    def fwdbwd(model):
+        def run() -> None:
+            with _autocast(device, amp):
+                log_probs, _ = model(feats, lens)
+            log_probs.logsumexp(-1).sum().backward()   # any scalar: the backward pass is what we time
+            model.zero_grad(set_to_none=True)
+        return run
 
-    for name, fn, train in (("fwd", fwd, False), ("fwdbwd", fwdbwd, True)):
-        if cfg.encoder == "conformer" and _attention_bytes(cfg, frames, train) > max_attn_gb * 2 ** 30:
-            gb = _attention_bytes(cfg, frames, train) / 2 ** 30
-            row.notes.append(f"{name} skipped: attention ~{gb:.1f} GB > {max_attn_gb:g} GB cap")
-            continue
-        model.train(train)
+    for name, make, train in (("fwd", fwd, False), ("fwdbwd", fwdbwd, True)):
+        fns = {}
+        for v, model in models.items():
+            cfg = model.config
+            if cfg.encoder == "conformer" and batch * _attention_bytes(cfg, frames, train) > max_attn_gb * 2 ** 30:
+                gb = batch * _attention_bytes(cfg, frames, train) / 2 ** 30
+                rows[v].notes.append(f"{name} skipped: attention ~{gb:.1f} GB > {max_attn_gb:g} GB cap")
+                continue
+            model.train(train)
+            fns[v] = make(model)
         try:
-            with _peak_memory(device) as mem:
-                ms = _timed(fn, device, repeats, budget_s)
+            times = _timed_interleaved(fns, device, repeats, budget_s) if fns else {}
         except (MemoryError, RuntimeError) as err:  # CUDA OOM is a RuntimeError; CPU says "can't allocate"
             if "out of memory" not in str(err) and "allocate" not in str(err):
                 raise
-            row.notes.append(f"{name}: out of memory")
+            for v in fns:
+                rows[v].notes.append(f"{name}: out of memory")
             continue
-        setattr(row, f"{name}_ms", round(ms, 2))
-        setattr(row, f"{name}_peak_mb", round(mem["mb"], 1))
-    return row
+        for v, ms in times.items():
+            with _peak_memory(device) as mem:
+                fns[v]()
+            setattr(rows[v], f"{name}_ms", round(ms, 2))
+            setattr(rows[v], f"{name}_peak_mb", round(mem["mb"], 1))
+    return [rows[v] for v in variants]
+
+
+def bench_variant(variant: str, size: str, seconds: float, device: torch.device, repeats: int = 3,
+                  budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
+                  vocab_size: int = 500, amp: Optional[torch.dtype] = None) -> ModelBenchRow:
+    """Time one (variant, size, length) point on device, batch 1 (see bench_point)."""
+    return bench_point([variant], size, seconds, device, repeats, budget_s, max_attn_gb, scan_backend, vocab_size,
+                       amp)[0]
+
+
+def ratios(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conformer") -> List[Dict]:
+    """Per (device, length): a / b forward time, forward+backward time and multiply-adds (None where missing)."""
+    by = {(r.device, r.seconds, r.variant): r for r in rows}
+    out = []
+    for dev, s in dict.fromkeys((r.device, r.seconds) for r in rows):
+        ra, rb = by.get((dev, s, a)), by.get((dev, s, b))
+        if ra is None or rb is None:
+            continue
+        div = lambda x, y: None if x is None or not y else round(x / y, 3)  # noqa: E731
+        out.append({"device": dev, "seconds": s, "fwd": div(ra.fwd_ms, rb.fwd_ms),
+                    "fwdbwd": div(ra.fwdbwd_ms, rb.fwdbwd_ms), "macs": div(ra.macs_g, rb.macs_g)})
+    return out
 
 
 def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conformer") -> Dict[str, Optional[float]]:
@@ -212,11 +271,11 @@ def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conf
     return out
 
 
-def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (5, 20, 60, 180, 300),
+def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15),
                     device: str = "auto", variants: Sequence[str] = ("conmamba", "conformer"), repeats: int = 3,
                     budget_s: float = 10.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
-                    threads: Optional[int] = None, progress=None) -> Dict:
-    """Run the grid; returns {"env": ..., "rows": [...], "crossover": {...}} (JSON-ready)."""
+                    threads: Optional[int] = None, progress=None, batch: int = 1) -> Dict:
+    """Run the grid; returns {"env": ..., "rows": [...], "ratios": [...], "crossover": {...}} (JSON-ready)."""
     if threads:
         torch.set_num_threads(threads)
     load_at_start = os.getloadavg()[0]  # other processes on the machine skew CPU timings
@@ -235,34 +294,40 @@ def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (5, 20, 60, 1
     rows: List[ModelBenchRow] = []
     for dev in devices:
         for s in seconds:
-            for v in variants:
-                row = bench_variant(v, size, s, dev, repeats, budget_s, max_attn_gb, scan_backend)
+            for row in bench_point(variants, size, s, dev, repeats, budget_s, max_attn_gb, scan_backend,
+                                   batch=batch):
                 rows.append(row)
                 if progress:
                     progress(row)
     cross = {str(dev): crossover([r for r in rows if r.device == str(dev)]) for dev in devices}
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": size,
-           "loadavg_1min_at_start": load_at_start,
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": size, "batch": batch,
+           "repeats": repeats, "loadavg_1min_at_start": load_at_start, "loadavg_1min_at_end": os.getloadavg()[0],
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return {"env": env, "rows": [asdict(r) for r in rows], "crossover": cross}
+    return {"env": env, "rows": [asdict(r) for r in rows], "ratios": ratios(rows), "crossover": cross}
 
 
 def render_table(result: Dict):
-    """A rich Table of the rows: one line per (device, length, variant)."""
+    """A rich Table of the rows: one line per (device, length, variant); the ConMamba line of each length also
+    carries ConMamba / Conformer forward time and multiply-add ratios."""
     from rich.table import Table
 
-    table = Table(title=f"mlma bench model (size {result['env']['size']}, batch 1)")
-    for col in ("device", "audio s", "frames", "variant", "params M", "fwd ms", "fwd MB", "fwd+bwd ms",
-                "fwd+bwd MB", "notes"):
+    env = result["env"]
+    table = Table(title=f"mlma bench model (size {env['size']}, batch {env.get('batch', 1)}, "
+                        f"{env['threads']} threads, median of {env.get('repeats', '?')} interleaved runs)")
+    for col in ("device", "audio s", "frames", "variant", "params M", "GMAC", "fwd ms", "ConMamba / Conformer fwd",
+                "MAC ratio", "fwd MB", "fwd+bwd ms", "fwd+bwd MB", "notes"):
         table.add_column(col, justify="left" if col in ("device", "variant", "notes") else "right",
                          no_wrap=col != "notes")
 
-    def f(v):
-        return "-" if v is None else f"{v:,.1f}"
+    def f(v, fmt="{:,.1f}"):
+        return "-" if v is None else fmt.format(v)
 
+    ratio = {(q["device"], q["seconds"]): q for q in result.get("ratios", [])}
     for r in result["rows"]:
+        q = ratio.get((r["device"], r["seconds"])) if r["variant"] == "conmamba" else None
         table.add_row(r["device"], f"{r['seconds']:g}", str(r["frames"]), r["variant"], f"{r['params_m']:.2f}",
-                      f(r["fwd_ms"]), f(r["fwd_peak_mb"]), f(r["fwdbwd_ms"]), f(r["fwdbwd_peak_mb"]),
+                      f(r.get("macs_g"), "{:.2f}"), f(r["fwd_ms"]), f(q and q["fwd"], "{:.2f}x"),
+                      f(q and q["macs"], "{:.2f}x"), f(r["fwd_peak_mb"]), f(r["fwdbwd_ms"]), f(r["fwdbwd_peak_mb"]),
                       "; ".join(r["notes"]))
     return table
 
@@ -281,14 +346,16 @@ def describe_crossover(result: Dict) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="tiny", choices=["tiny", "small", "paper"])
-    p.add_argument("--seconds", default="5,20,60,180,300")
+    p.add_argument("--seconds", default="2,5,10,15")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", default="conmamba,conformer")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="bench_model.json")
     a = p.parse_args(argv)
     res = run_model_bench(a.size, [float(s) for s in a.seconds.split(",")], a.device, a.variants.split(","),
-                          a.repeats)
+                          a.repeats, threads=a.threads, batch=a.batch)
     from rich.console import Console
 
     Console().print(render_table(res))

@@ -136,11 +136,14 @@ def _floats(csv: str, what: str) -> List[float]:
 @bench_app.command("model")
 def bench_model(
     size: str = typer.Option("tiny", help="Named size suffix: tiny, small or paper."),
-    seconds: str = typer.Option("5,20,60,180,300", help="Utterance lengths in seconds of audio (100 frames/s)."),
+    seconds: str = typer.Option("2,5,10,15", help="Utterance lengths in seconds of audio (100 frames/s); "
+                                "the default is the everyday range, add e.g. 60,300 for long-form."),
+    batch: int = typer.Option(1, min=1, help="Utterances per batch (all of the same length)."),
     device: str = typer.Option("auto", help="auto (CPU, plus GPU when present), cpu, cuda."),
     with_mamba2: bool = typer.Option(False, "--with-mamba2", help="Also time ConMamba with the Mamba-2 mixer."),
-    repeats: int = typer.Option(3, min=1, help="Timed runs per point (median reported) after one warm-up."),
-    budget: float = typer.Option(10.0, help="Stop repeating a point once it has taken this many seconds."),
+    repeats: int = typer.Option(3, min=1, help="Timed runs per point (median reported) after one warm-up; "
+                                "the variants' runs are interleaved."),
+    budget: float = typer.Option(10.0, help="Stop repeating a point once its runs have taken this many seconds."),
     max_attn_gb: float = typer.Option(4.0, help="Skip Conformer runs whose attention would need more than this."),
     scan_backend: str = typer.Option("auto", help="auto | torch | cuda"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
@@ -162,7 +165,7 @@ def bench_model(
                       f"fwd+bwd {row.fwdbwd_ms} ms {'; '.join(row.notes)}[/dim]")
 
     result = run_model_bench(size, _floats(seconds, "--seconds"), device, variants, repeats, budget, max_attn_gb,
-                             scan_backend, threads, progress)
+                             scan_backend, threads, progress, batch)
     console.print(render_table(result))
     for line in describe_crossover(result):
         console.print(line)
