@@ -11,11 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "egs" / "mini" / "run.sh"
+WER_BAR = 35.0  # the default (grammar) recipe's prefix-beam WER per language must stay below this
 
 
 def _run(data: Path, exp: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run(["bash", str(RUN), "--smoke", "true", "--data", str(data), "--exp", str(exp)],
+    # the open-vocabulary corpus (held-out words, test_oov subset): the path that the grammar default skips
+    return subprocess.run(["bash", str(RUN), "--smoke", "true", "--text", "words", "--data", str(data), "--exp", str(exp)],
                           capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -32,11 +34,18 @@ def test_mini_recipe_smoke_end_to_end_and_rerun_skips(tmp_path):
         assert (exp / model / "decode" / "scores.md").is_file()
         recogs = list((exp / model / "decode").rglob("recogs-test-ctc-greedy-search.txt"))
         assert len(recogs) == 6
+        held_out = list((exp / model / "decode").rglob("recogs-test_oov-ctc-greedy-search.txt"))
+        assert len(held_out) == 6, "the held-out-word subset is decoded too"
         pkg = exp / model / "package"  # the recipe ends with an exported, packed model
         for name in ("model.safetensors", "config.json", "tokenizer.model", "tokens.txt", "README.md",
                      "onnx/model.onnx", "onnx/model.int8.onnx"):
             assert (pkg / name).is_file(), name
         assert "| en |" in (pkg / "README.md").read_text()
+
+    compare = (exp / "compare.md").read_text()
+    assert "synthetic/fr/test_oov" in compare and "conformer_tiny CER" in compare
+    for lang in ("en", "de", "fr", "es", "it", "nl"):
+        assert (data / "manifests" / "synthetic" / lang / "oov.json").is_file()
 
     stamp = (exp / "conmamba_tiny" / "averaged.pt").stat().st_mtime
     second = _run(data, exp)
@@ -55,9 +64,8 @@ def test_mini_recipe_rejects_unknown_option():
 
 @pytest.mark.slow
 def test_mini_recipe_full_setting_learns(tmp_path):
-    """The README's main job at its default setting, ConMamba only (about 9 min on 2 cores, hence -m slow): the
-    tiny ConMamba must reach the accuracy recorded in egs/mini/RESULTS.md (12-23% WER per language with prefix
-    beam search) with margin, in every language."""
+    """The README's main job at its default setting (the grammar corpus), ConMamba only (hence -m slow): the tiny
+    ConMamba must reach the accuracy recorded in egs/mini/RESULTS.md with margin, in every language."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     out = subprocess.run(["bash", str(RUN), "--models", "conmamba_tiny", "--data", str(tmp_path / "data"),
                           "--exp", str(tmp_path / "exp")], capture_output=True, text=True, env=env, timeout=3600)
@@ -65,4 +73,31 @@ def test_mini_recipe_full_setting_learns(tmp_path):
     report = json.loads((tmp_path / "exp" / "conmamba_tiny" / "report" / "report.json").read_text())
     beam = {c["lang"]: c["wer"] for c in report["cells"] if "prefix-beam" in c.get("setting", "")}
     assert set(beam) == {"en", "de", "fr", "es", "it", "nl"}, report["cells"][:3]
-    assert all(w < 35.0 for w in beam.values()), beam
+    assert all(w < WER_BAR for w in beam.values()), beam
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 13's bar is not reached yet: at the recipe's budget the tiny models stay on the CTC "
+                          "blank plateau on the open-vocabulary corpus (100% WER, egs/mini/RESULTS.md)", strict=False)
+def test_mini_recipe_open_vocabulary_cer_bar(tmp_path):
+    """The main job on the open-vocabulary corpus (--text words), ConMamba only (about 20 min on 2 idle cores, hence
+    -m slow): on its own held-out split (new sentences, >= 20% of the word tokens never in the training text) the
+    tiny ConMamba must reach <= 10% CER in every language, and <= 20% on the held-out-word subset."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    out = subprocess.run(["bash", str(RUN), "--models", "conmamba_tiny", "--text", "words", "--data", str(data),
+                          "--exp", str(exp)],
+                         capture_output=True, text=True, env=env, timeout=3600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    langs = {"en", "de", "fr", "es", "it", "nl"}
+    for lang in langs:
+        oov = json.loads((data / "manifests" / "synthetic" / lang / "oov.json").read_text())
+        assert oov["test"]["oov_rate"] >= 20.0, (lang, oov["test"])
+    rows = json.loads((exp / "conmamba_tiny" / "decode" / "scores.json").read_text())["rows"]
+    beam = {r["lang"]: r["cer"]["rate"] for r in rows
+            if r["dataset"].endswith("/test") and "prefix-beam" in r["setting"] and not r.get("subset")}
+    assert set(beam) == langs, rows[:2]
+    assert all(c <= 10.0 for c in beam.values()), beam
+    held_out = {r["lang"]: r["cer"]["rate"] for r in rows
+                if r["dataset"].endswith("/test_oov") and "prefix-beam" in r["setting"] and not r.get("subset")}
+    assert set(held_out) == langs and all(c <= 20.0 for c in held_out.values()), held_out
