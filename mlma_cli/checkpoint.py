@@ -1,18 +1,10 @@
 """Checkpoints: one plain dict per file, written atomically, enough to resume training or decode alone.
 
-Format (``version`` 1)::
-
-    {"format": "mlma", "version": 1,
-     "model_config": ModelConfig.to_dict(),
-     "model": state_dict, "averaged_model": state_dict | None, "num_averaged": int,
-     "tokenizer": bytes (SentencePiece model proto), "tokenizer_lang_tags": bool,
-     "train_config": dict, "data_config": dict,
-     "optimizer": ..., "scheduler": ..., "grad_scaler": ..., "sampler": ..., "rng": ...,
-     "step": int, "epoch": int, "metrics": {"valid_loss": float | None, ...}}
-
-``averaged_model`` is the running average of the weights over all optimizer steps so far (updated every
-``train.average_every`` steps, icefall-style) and ``num_averaged`` the step it covers; two checkpoints' running
-averages give the average over the steps between them (see ``train/average.py``).
+The format (``version`` 1) has one definition, ``TrainState.state_dict()`` in ``train/state.py``; its docstring
+lists the keys. Decoding needs only ``model_config``, ``model`` (or ``averaged_model``, the running average of the
+weights, icefall-style, over ``num_averaged`` steps) and ``tokenizer``; `mlma average` writes checkpoints without
+the optimizer, scheduler, scaler, sampler and RNG states, with ``averaged_from`` / ``averaging`` added. The
+averaging arithmetic is in ``averaging.py``.
 
 Files in an experiment directory::
 
@@ -34,7 +26,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from mlma_cli.averaging import average_state_dicts
+from mlma_cli.data.tokenizer import Tokenizer
 from mlma_cli.errors import MlmaError
+from mlma_cli.model import ModelConfig, build_model
+from mlma_cli.package.load import TOKENIZER, read_package, read_package_config, resolve_model_path
 from mlma_cli.utils.io import atomic_path
 
 FORMAT = "mlma"
@@ -68,8 +64,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     both come back in this checkpoint format, weights read from safetensors (see ``mlma_cli/package/load.py``).
     ``mmap=True`` maps tensors lazily (cheap when only metadata is needed; torch >= 2.1).
     """
-    from mlma_cli.package.load import read_package, resolve_model_path
-
     path = resolve_model_path(path)
     if path.is_dir():
         return read_package(path)
@@ -195,16 +189,11 @@ class Inference:
 
 
 def tokenizer_from_checkpoint(ckpt: Dict[str, Any]):
-    from mlma_cli.data.tokenizer import Tokenizer
-
     return Tokenizer.from_bytes(ckpt["tokenizer"])
 
 
 def tokenizer_from_path(path: PathLike):
     """The tokenizer of a checkpoint, package directory or ``hf:`` spec (a package's weights are not read)."""
-    from mlma_cli.data.tokenizer import Tokenizer
-    from mlma_cli.package.load import TOKENIZER, read_package_config, resolve_model_path
-
     path = resolve_model_path(path)
     if path.is_dir():
         read_package_config(path)
@@ -215,8 +204,6 @@ def tokenizer_from_path(path: PathLike):
 def model_from_checkpoint(ckpt: Dict[str, Any], path: PathLike = "<checkpoint>", use_averaged: bool = False,
                           state_dict: Optional[Dict[str, torch.Tensor]] = None):
     """Build the model described by ``ckpt['model_config']`` and load its weights (or ``state_dict``)."""
-    from mlma_cli.model import ModelConfig, build_model
-
     try:
         cfg = ModelConfig.from_dict(dict(ckpt["model_config"]))
     except (TypeError, ValueError) as err:
@@ -253,8 +240,6 @@ def load_for_inference(paths: Union[PathLike, Sequence[PathLike]], device: Union
         device: where the model goes.
         use_averaged: take each checkpoint's running average (``averaged_model``) instead of its weights.
     """
-    from mlma_cli.train.average import average_state_dicts
-
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]

@@ -120,7 +120,7 @@ def test_save_is_atomic_and_last_link_and_pruning(tmp_path):
 
 
 def test_average_state_dicts_and_running_average():
-    from mlma_cli.train.average import RunningAverage, average_range, average_state_dicts
+    from mlma_cli.averaging import RunningAverage, average_range, average_state_dicts
 
     s1 = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
     s2 = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(5)}

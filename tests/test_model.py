@@ -65,6 +65,22 @@ def test_model_xavier_option_overwrites_mamba_init():
     assert not torch.allclose(xav.encoder.layers[0].mixer.A_log[0], torch.log(torch.arange(1, 17.0)))
 
 
+def test_model_xavier_option_leaves_front_end_convs_norms_and_head_alone():
+    """The reference re-initialises its encoder (and the Linear into it) only: same RNG stream, so the parts
+    outside keep exactly the default init and the parts inside change."""
+    cfg = dict(vocab_size=11, d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 4))
+    torch.manual_seed(0)
+    keep = build_model(named_config("conmamba-tiny", **cfg)).state_dict()
+    torch.manual_seed(0)
+    xav = build_model(named_config("conmamba-tiny", xavier_init=True, **cfg)).state_dict()
+    for name in ("encoder.frontend.block1.conv.weight", "encoder.frontend.block2.norm.weight", "ctc_head.weight",
+                 "encoder.final_norm.weight"):
+        torch.testing.assert_close(xav[name], keep[name], msg=name)
+    for name in ("encoder.frontend.out.weight", "encoder.layers.0.ffn1.net.1.weight", "encoder.layers.0.mixer.in_proj.weight"):
+        if name in keep:
+            assert not torch.allclose(xav[name], keep[name]), name
+
+
 @pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
 def test_model_overfits_a_few_utterances(encoder):
     """A short CPU overfit on random features: the CTC loss falls by a set factor."""

@@ -298,6 +298,7 @@ def test_train_configs_load(conf):
     if "paper" in conf:
         assert cfg.model["name"].endswith("-paper") and t.dtype == "bfloat16" and t.accum_grad == 4
         assert cfg.data.max_duration == 850
+        assert t.eps == 1e-9  # the reference recipe's AdamW epsilon
     if conf.startswith("mlma/"):
         assert 0.0 < cfg.data.alpha < 1.0  # language-balanced sampling, neither uniform nor natural
 

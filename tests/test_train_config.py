@@ -177,3 +177,9 @@ def test_real_model_marks_mamba_parameters_no_decay():
     names = [n for n, p in model.named_parameters() if "A_log" in n]
     assert names, "expected Mamba A_log parameters"
     assert all(id(p) in no_decay for n, p in model.named_parameters() if "A_log" in n or n.endswith(".D"))
+    # the front end's LayerNorm over (freq, channel) has 2-D gains: exempt as norms, not decayed as matrices
+    gains = [(n, p) for n, p in model.named_parameters() if n.startswith("encoder.frontend.") and ".norm." in n]
+    assert gains and any(p.ndim == 2 for _, p in gains)
+    assert all(id(p) in no_decay for _, p in gains)
+    decayed = {id(p) for p in param_groups(model, 5e-4)[0]["params"]}
+    assert id(model.encoder.frontend.block1.conv.weight) in decayed and id(model.ctc_head.weight) in decayed

@@ -18,13 +18,17 @@ from typing import List
 
 import torch
 
+from mlma_cli.decode.greedy import ctc_greedy
+from mlma_cli.decode.k2_backend import K2Decoder, k2_available
+from mlma_cli.decode.lm import write_arpa
+from mlma_cli.decode.prefix_beam import ctc_prefix_beam_batch
+from mlma_cli.decode.wfst import KaldiWfstDecoder, build_graph
+from mlma_cli.model import build_model, named_config
+
 log = logging.getLogger(__name__)
 
 
 def _random_graph(vocab_size: int, num_words: int = 1000, seed: int = 0):
-    from mlma_cli.decode.lm import write_arpa
-    from mlma_cli.decode.wfst import build_graph
-
     rng = random.Random(seed)
     lex = {}
     while len(lex) < num_words:
@@ -50,12 +54,6 @@ def _time(fn, repeat: int = 1) -> float:
 def run_bench(sizes: List[str], seconds: float = 10.0, batch: int = 4, vocab_size: int = 500, beam: int = 4,
               device: str = "cpu") -> List[dict]:
     """Rows {size, params, method, rtf, rtf_model, rtf_search, ...} for every size x method (see module doc)."""
-    from mlma_cli.decode.greedy import ctc_greedy
-    from mlma_cli.decode.k2_backend import k2_available
-    from mlma_cli.decode.prefix_beam import ctc_prefix_beam_batch
-    from mlma_cli.decode.wfst import KaldiWfstDecoder
-    from mlma_cli.model import build_model, named_config
-
     torch.manual_seed(0)
     t0 = time.perf_counter()
     graph = _random_graph(vocab_size)
@@ -88,8 +86,6 @@ def run_bench(sizes: List[str], seconds: float = 10.0, batch: int = 4, vocab_siz
             "wfst-kaldi": lambda: [kaldi.decode(log_probs[b, : int(out_lens[b])]) for b in range(batch)],
         }
         if k2_available():
-            from mlma_cli.decode.k2_backend import K2Decoder
-
             k2dec = K2Decoder(graph)
             methods["wfst-k2"] = lambda: k2dec.decode(log_probs, out_lens.tolist())
         n_params = sum(p.numel() for p in model.parameters())

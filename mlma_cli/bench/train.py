@@ -18,6 +18,9 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
+from mlma_cli.model import build_model, named_config
+from mlma_cli.train.optim import build_optimizer
+
 
 @dataclass
 class TrainBenchResult:
@@ -37,9 +40,6 @@ def bench_one(name: str, device: str = "cpu", batch: int = 8, utt_seconds: float
               warmup: int = 2, dtype: str = "auto", vocab_size: int = 500, scan_backend: str = "auto"
               ) -> TrainBenchResult:
     """Time ``steps`` training steps of the named model size on (batch, utt_seconds * 100, 80) random features."""
-    from mlma_cli.model import build_model, named_config
-    from mlma_cli.train.optim import build_optimizer
-
     dev = torch.device(device)
     cfg = named_config(name, vocab_size=vocab_size, scan_backend=scan_backend)
     model = build_model(cfg).to(dev).train()

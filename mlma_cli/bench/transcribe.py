@@ -25,6 +25,19 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import soundfile as sf
+from lhotse import CutSet
+
+from mlma_cli.checkpoint import load_for_inference
+from mlma_cli.data.layout import find_datasets, manifest_dir, parse_dataset
+from mlma_cli.decode.runner import DecodeOptions
+from mlma_cli.decode.segment import load_silero
+from mlma_cli.decode.transcribe import transcribe_arrays, transcribe_files
+from mlma_cli.errors import MlmaError
+from mlma_cli.score.wer import wer_details
+from mlma_cli.text.normalize import normalize, normalize_generic
+from mlma_cli.utils.device import pick_device
+from mlma_cli.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 SR = 16000
@@ -92,19 +105,6 @@ def run_bench_transcribe(checkpoints: Sequence[str], data_dir: Path, test_sets: 
                          minutes: float = 10.0, pause: Tuple[float, float] = (0.4, 1.5), seed: int = 0,
                          method: str = "ctc-greedy-search", device: str = "auto",
                          configs: Sequence[str] = CONFIGS, out: Optional[Path] = None) -> dict:
-    from lhotse import CutSet
-
-    from mlma_cli.checkpoint import load_for_inference
-    from mlma_cli.data.layout import find_datasets, manifest_dir, parse_dataset
-    from mlma_cli.decode.runner import DecodeOptions
-    from mlma_cli.decode.segment import load_silero
-    from mlma_cli.decode.transcribe import transcribe_arrays, transcribe_files
-    from mlma_cli.errors import MlmaError
-    from mlma_cli.score.wer import wer_details
-    from mlma_cli.text.normalize import normalize, normalize_generic
-    from mlma_cli.utils.device import pick_device
-    from mlma_cli.utils.io import write_json_atomic
-
     names = find_datasets(data_dir, test_sets, kind="manifests") if "*" in test_sets else test_sets.split(",")
     if not names:
         raise MlmaError(f"--test-sets {test_sets!r} matches nothing under {data_dir}/manifests")
@@ -122,8 +122,6 @@ def run_bench_transcribe(checkpoints: Sequence[str], data_dir: Path, test_sets: 
     load_silero()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        import soundfile as sf
-
         wav = Path(tmp) / "long.wav"
         sf.write(str(wav), audio, SR, subtype="PCM_16")
         for cfg in configs:
@@ -189,16 +187,6 @@ def run_bench_lid(checkpoints: Sequence[str], data_dir: Path, test_sets: str = "
     Per test set: accuracy over all utterances (no tag emitted counts as wrong), utterances without a tag, and
     the confusion counts {true: {detected: n}}. The language is the tag the model emits (`Transcript.language`).
     """
-    from lhotse import CutSet
-
-    from mlma_cli.checkpoint import load_for_inference
-    from mlma_cli.data.layout import find_datasets, manifest_dir, parse_dataset
-    from mlma_cli.decode.runner import DecodeOptions
-    from mlma_cli.decode.transcribe import transcribe_files
-    from mlma_cli.errors import MlmaError
-    from mlma_cli.utils.device import pick_device
-    from mlma_cli.utils.io import write_json_atomic
-
     names = find_datasets(data_dir, test_sets, kind="manifests") if "*" in test_sets else test_sets.split(",")
     dev = pick_device(device)
     inf = load_for_inference(list(checkpoints), device=dev)

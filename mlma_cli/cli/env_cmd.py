@@ -15,7 +15,7 @@ def env(
     from rich.console import Console
 
     from mlma_cli.cli.tables import key_value_table
-    from mlma_cli.utils.environment import collect_environment
+    from mlma_cli.environment import collect_environment
 
     report = collect_environment()
     if json_out:

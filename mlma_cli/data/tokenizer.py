@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from mlma_cli.data.layout import find_datasets
 from mlma_cli.errors import MlmaError
 from mlma_cli.text.normalize import LANGUAGES, normalize, normalize_generic
 from mlma_cli.utils.io import atomic_path, write_json_atomic, write_text_atomic
@@ -130,8 +131,6 @@ def resolve_cut_paths(cuts: Sequence[PathLike] = (), data: Optional[PathLike] = 
                       datasets: Sequence[str] = ()) -> List[Path]:
     """Cut manifests named by ``cuts`` (a cuts file, or a directory holding ``cuts.jsonl.gz``) and by dataset
     patterns such as ``synthetic/*/train`` under ``DATA/manifests`` (falling back to ``DATA/fbank``)."""
-    from mlma_cli.data.layout import find_datasets
-
     paths: List[Path] = []
     for c in cuts:
         p = Path(c)

@@ -5,6 +5,8 @@ from typing import List
 
 import torch
 
+from mlma_cli.decode.timestamps import path_spans
+
 
 def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> List[List[int]]:
     """Greedy (best path) CTC decoding.
@@ -38,8 +40,6 @@ def ctc_greedy_aligned(log_probs: torch.Tensor, lens: torch.Tensor, blank: int =
 
     Returns B pairs (token ids, [(first frame, last frame)] inclusive), the ids equal to `ctc_greedy`'s.
     """
-    from mlma_cli.decode.timestamps import path_spans
-
     if log_probs.dim() != 3:
         raise ValueError(f"ctc_greedy expects (B, T, V) log-probs, got shape {tuple(log_probs.shape)}")
     best = log_probs.argmax(dim=-1).cpu()  # (B, T)

@@ -13,8 +13,11 @@ import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
+from lhotse import load_manifest_lazy
 
+from mlma_cli.data.layout import manifest_dir, parse_dataset
 from mlma_cli.errors import MlmaError
+from mlma_cli.text.normalize import normalize
 from mlma_cli.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -139,11 +142,6 @@ def write_arpa(sentences: Iterable[str], path: Path, order: int = 3) -> Dict[str
 
 def read_corpus_text(data_dir: Path, datasets: Sequence[str]) -> List[str]:
     """Normalized supervision texts of `datasets` (corpus/lang/split) under DATA/manifests."""
-    from lhotse import load_manifest_lazy
-
-    from mlma_cli.data.layout import manifest_dir, parse_dataset
-    from mlma_cli.text.normalize import normalize
-
     out: List[str] = []
     for name in datasets:
         corpus, lang, split = parse_dataset(name)

@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mlma_cli.decode.timestamps import ctc_forced_align
+
 NEG_INF = -math.inf
 
 
@@ -111,7 +113,5 @@ def ctc_prefix_beam_aligned(log_probs, beam: int = 4, blank: int = 0, token_beam
     The prefix score sums over alignments, so no single path is kept during the search; the frames are those
     of the best (Viterbi) alignment of the winning prefix, computed after it (`timestamps.ctc_forced_align`).
     """
-    from mlma_cli.decode.timestamps import ctc_forced_align
-
     ids = ctc_prefix_beam(log_probs, beam=beam, blank=blank, token_beam=token_beam)
     return ids, ctc_forced_align(log_probs, ids, blank=blank)

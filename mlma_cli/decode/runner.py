@@ -19,8 +19,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from lhotse import CutSet
 
+from mlma_cli.data.features import fbank_extractor
+from mlma_cli.data.layout import fbank_dir, manifest_dir, parse_dataset
+from mlma_cli.decode.greedy import ctc_greedy
+from mlma_cli.decode.prefix_beam import ctc_prefix_beam_batch
+from mlma_cli.decode.wfst import KaldiWfstDecoder, graph_for_lang, load_graph, tokenizer_checksum
 from mlma_cli.errors import MlmaError
+from mlma_cli.score.files import write_testset_results
+from mlma_cli.score.utts import Utt
+from mlma_cli.text.normalize import LANGUAGES, normalize
+from mlma_cli.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +86,6 @@ class Searcher:
         self._graphs: Dict[Path, object] = {}
 
     def _wfst(self, lang: str):
-        from mlma_cli.decode.wfst import KaldiWfstDecoder, graph_for_lang, load_graph, tokenizer_checksum
-
         d = graph_for_lang(self.opts.graph, lang)
         if d not in self._graphs:
             graph = load_graph(d)
@@ -100,9 +108,6 @@ class Searcher:
 
     def __call__(self, log_probs: torch.Tensor, lens: torch.Tensor, lang: str) -> List[Tuple[str, Optional[str]]]:
         """log_probs (B, T, V), lens (B,) -> B (text, language tag found or None)."""
-        from mlma_cli.decode.greedy import ctc_greedy
-        from mlma_cli.decode.prefix_beam import ctc_prefix_beam_batch
-
         m = self.opts.method
         if m == "ctc-greedy-search":
             ids = ctc_greedy(log_probs, lens)
@@ -123,10 +128,6 @@ class Searcher:
 
 def cuts_for(data_dir: Path, dataset: str):
     """Load the test set's cuts: DATA/fbank/... (features) or, with a logged fallback, DATA/manifests/... ."""
-    from lhotse import CutSet
-
-    from mlma_cli.data.layout import fbank_dir, manifest_dir, parse_dataset
-
     corpus, lang, split = parse_dataset(dataset)
     fb = fbank_dir(data_dir, corpus, lang, split) / "cuts.jsonl.gz"
     if fb.is_file():
@@ -188,10 +189,6 @@ def decode_dataset(model, searcher: Searcher, cuts, lang: str, opts: DecodeOptio
 
     Returns (utterances (normalized ref/hyp), Timer, audio seconds, per-utterance language-tag hits).
     """
-    from mlma_cli.data.features import fbank_extractor
-    from mlma_cli.score.files import Utt
-    from mlma_cli.text.normalize import LANGUAGES, normalize
-
     extractor = fbank_extractor()
     timer = Timer()
     audio = 0.0
@@ -235,10 +232,6 @@ def run_decode(inference, data_dir: Path, test_sets: Sequence[str], opts: Decode
 
     ``progress(utterances_done, utterances_total)`` follows all test sets together.
     """
-    from mlma_cli.data.layout import parse_dataset
-    from mlma_cli.score.files import write_testset_results
-    from mlma_cli.utils.io import write_json_atomic
-
     opts.validate()
     model = inference.model.to(opts.device).eval()
     searcher = Searcher(opts, inference.tokenizer)

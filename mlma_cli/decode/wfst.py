@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mlma_cli.errors import MissingDependencyError, MlmaError
-from mlma_cli.utils.io import write_json_atomic, write_text_atomic
+from mlma_cli.text.normalize import LANGUAGES
+from mlma_cli.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +276,9 @@ def build_graph(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, fst in (("HLG.fst", HLG), ("G.fst", G)):
-            tmp = out / f".{name}.tmp"
-            if not fst.write(str(tmp)):
-                raise MlmaError(f"{out / name}: could not be written; check the directory is writable")
-            tmp.replace(out / name)
+            with atomic_path(out / name) as tmp:
+                if not fst.write(str(tmp)):
+                    raise MlmaError(f"{out / name}: could not be written; check the directory is writable")
         write_text_atomic(out / "words.txt", words_text)
         write_text_atomic(out / "lexicon.txt", "".join(f"{w} {' '.join(map(str, s))}\n" for w, s in lexicon.items()))
         write_json_atomic(out / "meta.json", info)
@@ -372,8 +372,6 @@ def build_graph_for_tokenizer(arpa: Path, tokenizer, out_dir: Optional[Path] = N
     Words containing pieces the tokenizer does not know (<unk>, id 1) are left out; language tags are
     allowed between words.
     """
-    from mlma_cli.text.normalize import LANGUAGES
-
     def spell(word: str) -> List[int]:
         ids = list(tokenizer.sp.encode(word, out_type=int))
         return [] if 1 in ids else ids

@@ -41,8 +41,9 @@ class ModelConfig:
         bidirectional: BiMamba (forward + length-aware backward) when True.
         scan_backend: "auto" (mamba-ssm kernels when importable and on CUDA, else torch), "torch" or "cuda".
         num_heads: attention heads of the Conformer baseline.
-        xavier_init: re-initialise every 2-D weight with Xavier like the reference recipe
-            (off by default: it overwrites the Mamba-specific initialisations).
+        xavier_init: re-initialise the encoder layers' (and their input Linear's) >1-D weights with Xavier like
+            the reference recipe; front-end convs, norms and the CTC head keep their defaults (off by default:
+            it overwrites the Mamba-specific initialisations).
     """
 
     encoder: str = "conmamba"

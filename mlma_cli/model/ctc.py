@@ -28,13 +28,17 @@ class CTCModel(nn.Module):
             self.xavier_reinit()
 
     def xavier_reinit(self) -> None:
-        """The reference recipe's init: xavier_normal_ on every parameter with more than one dimension.
+        """The reference recipe's init: xavier_normal_ on every >1-D parameter of the encoder layers and of the
+        Linear that feeds them (SpeechBrain re-initialises its TransformerASR module: input Linear + encoder).
 
-        This overwrites Mamba's A_log / dt_proj / conv initialisations; kept only to reproduce the recipe.
+        The convolutional front end (convs and their LayerNorm gains), the final LayerNorm and the CTC head are
+        separate modules there and keep PyTorch's defaults here too. Inside the layers this overwrites Mamba's
+        A_log / dt_proj / conv initialisations; kept only to reproduce the recipe.
         """
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_normal_(p)
+        for module in (self.encoder.frontend.out, self.encoder.layers):
+            for p in module.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_normal_(p)
 
     def set_scan_backend(self, backend: str) -> None:
         """Switch every Mamba mixer to scan_backend "auto" | "torch" | "cuda" (same weights on either)."""

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mlma_cli.errors import MlmaError
-from mlma_cli.score.files import Utt, read_hyps_jsonl
+from mlma_cli.score.files import read_hyps_jsonl
 from mlma_cli.score.plot import wer_bar_chart
 from mlma_cli.score.scoring import score_utts
 from mlma_cli.score.tables import espnet_table
+from mlma_cli.score.utts import Utt
 from mlma_cli.score.wer import ErrorCounts
+from mlma_cli.text.normalize import normalize
 from mlma_cli.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,6 @@ def read_text_pairs(ref: Path, hyp: Path, lang: str) -> List[Utt]:
 
 
 def renormalize(utts: Sequence[Utt]) -> List[Utt]:
-    from mlma_cli.text.normalize import normalize
-
     return [Utt(u.id, u.lang, normalize(u.ref_raw, u.lang), normalize(u.hyp_raw, u.lang), u.ref_raw, u.hyp_raw)
             for u in utts]
 

@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mlma_cli.errors import MlmaError
+from mlma_cli.score.scoring import score_utts
+from mlma_cli.score.utts import Utt
 from mlma_cli.score.wer import EPS, WerDetails
 from mlma_cli.utils.io import write_json_atomic, write_text_atomic
-
-
-@dataclass
-class Utt:
-    """One scored utterance; `ref` / `hyp` are normalized, `*_raw` as produced (corpus text / decoder output)."""
-
-    id: str
-    lang: str
-    ref: str
-    hyp: str
-    ref_raw: str = ""
-    hyp_raw: str = ""
 
 
 def recogs_text(utts: Sequence[Utt]) -> str:
@@ -164,8 +153,6 @@ def write_testset_results(
     method_dir: Path, testset: str, setting: str, utts: Sequence[Utt], extra: Optional[dict] = None
 ) -> dict:
     """Score `utts` and write every icefall-layout file for this test set / setting. Returns the results dict."""
-    from mlma_cli.score.scoring import score_utts
-
     res = score_utts(utts)
     res.update({"testset": testset, "setting": setting})
     if extra:

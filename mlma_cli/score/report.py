@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 from mlma_cli.errors import MlmaError
 from mlma_cli.score.files import read_wer_summary
 from mlma_cli.score.plot import wer_bar_chart
+from mlma_cli.text.normalize import LANGUAGES
 from mlma_cli.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def gather(exp_dir: Path, method: Optional[str] = None, setting: Optional[str] = None) -> List[dict]:
     """One cell per (lang, corpus/split): the chosen WER from the wer-summary files under `exp_dir`."""
-    from mlma_cli.text.normalize import LANGUAGES
-
     best: Dict[tuple, dict] = {}
     files = sorted(Path(exp_dir).rglob("wer-summary-*.txt"))
     for f in files:

@@ -5,7 +5,7 @@ import logging
 from typing import Dict, List, Sequence
 
 from mlma_cli.score.bootstrap import bootstrap_ci
-from mlma_cli.score.files import Utt
+from mlma_cli.score.utts import Utt
 from mlma_cli.score.wer import jiwer_error_count, wer_details
 
 log = logging.getLogger(__name__)

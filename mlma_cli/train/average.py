@@ -1,115 +1,50 @@
-"""Weight averaging: the running average kept during training, and `mlma average` over saved checkpoints.
+"""`mlma average`: choose checkpoints of one run and write their average as one checkpoint.
 
 Three ways to get averaged weights:
 - ``last K``: plain mean of the K newest checkpoints' weights.
-- ``best K``: plain mean of the K checkpoints with the lowest recorded validation loss.
-- running average (``--use-averaged``): every checkpoint carries ``averaged_model``, the mean of the weights
-  over all optimizer steps 1..n (n = ``num_averaged``). From the newest checkpoint (n_end) and an older one
-  (n_start) the mean over steps n_start+1..n_end is  (avg_end * n_end - avg_start * n_start) / (n_end - n_start).
+- ``best K``: plain mean of the K checkpoints with the best recorded validation score, the lowest dev loss
+  (``by="loss"``) or the lowest dev WER (``by="wer"``, what the ConMamba reference recipe ranks by).
+- running average (``--use-averaged``): the mean over the steps the chosen checkpoints span, from their
+  ``averaged_model`` (the arithmetic is in ``mlma_cli/averaging.py``).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-
+from mlma_cli.averaging import average_range, average_state_dicts
+from mlma_cli.checkpoint import list_epoch_checkpoints, list_step_checkpoints, load_checkpoint, save_checkpoint
 from mlma_cli.errors import MlmaError
 
 log = logging.getLogger(__name__)
 
-StateDict = Dict[str, torch.Tensor]
+RANK_BY = ("loss", "wer")
 
 
-def average_state_dicts(states: Sequence[StateDict]) -> StateDict:
-    """Element-wise mean of floating-point tensors (accumulated in float64); other tensors from the last state."""
-    if not states:
-        raise ValueError("nothing to average")
-    keys = list(states[0])
-    for s in states[1:]:
-        if list(s) != keys:
-            raise ValueError("state dicts to average have different keys")
-    out: StateDict = {}
-    for k in keys:
-        ref = states[-1][k]
-        if ref.is_floating_point():
-            acc = torch.zeros_like(ref, dtype=torch.float64)
-            for s in states:
-                acc += s[k].to(torch.float64)
-            out[k] = (acc / len(states)).to(ref.dtype)
-        else:
-            out[k] = ref.clone()
-    return out
+def valid_score(ckpt: Dict[str, Any], by: str = "loss") -> Optional[float]:
+    """The dev loss or WER measured at the checkpoint's own step (None when it was not validated then).
 
-
-class RunningAverage:
-    """Mean of the model weights over every optimizer step so far, refreshed every ``every`` steps.
-
-    At step s (after the previous refresh at step n): avg <- avg * n/s + weights * (s - n)/s, i.e. the current
-    weights stand in for the s - n steps since the last refresh (icefall's ``model_avg``).
-    Stored in float32 on the CPU so it never competes with training for GPU memory.
+    Checkpoints carry ``metrics.valid_loss`` / ``metrics.valid_wer`` for that; older ones only the last
+    validation record ``metrics.valid`` (with its step), which counts when its step is the checkpoint's.
     """
-
-    def __init__(self, model: torch.nn.Module, every: int):
-        self.every = every
-        self.num_averaged = 0
-        self.state: StateDict = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
-                                 for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def maybe_update(self, model: torch.nn.Module, step: int) -> bool:
-        if step % self.every != 0 or step <= self.num_averaged:
-            return False
-        self.update(model, step)
-        return True
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        n, s = self.num_averaged, step
-        w_old, w_new = n / s, (s - n) / s
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.state[k].mul_(w_old).add_(v.detach().to("cpu", torch.float32), alpha=w_new)
-            else:
-                self.state[k].copy_(v.detach().cpu())
-        self.num_averaged = s
-
-    def state_dict_for(self, model: torch.nn.Module) -> StateDict:
-        """The average cast back to the model's dtypes (what goes into a checkpoint's ``averaged_model``)."""
-        ref = model.state_dict()
-        return {k: v.to(ref[k].dtype) for k, v in self.state.items()}
-
-    def load(self, state: Optional[StateDict], num_averaged: int) -> None:
-        if state is None:
-            return
-        self.state = {k: v.to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
-                      for k, v in state.items()}
-        self.num_averaged = int(num_averaged)
-
-
-def average_range(avg_start: StateDict, n_start: int, avg_end: StateDict, n_end: int) -> StateDict:
-    """Mean of the weights over steps n_start+1..n_end from two running averages."""
-    if n_end <= n_start:
-        raise ValueError(f"need n_end > n_start, got {n_end} <= {n_start}")
-    out: StateDict = {}
-    for k, end in avg_end.items():
-        if end.is_floating_point():
-            v = (end.to(torch.float64) * n_end - avg_start[k].to(torch.float64) * n_start) / (n_end - n_start)
-            out[k] = v.to(end.dtype)
-        else:
-            out[k] = end.clone()
-    return out
+    metrics = ckpt.get("metrics") or {}
+    value = metrics.get(f"valid_{by}")
+    if value is None:
+        record = metrics.get("valid") or {}
+        if record.get("step") is not None and record.get("step") == ckpt.get("step"):
+            value = record.get(by)
+    return None if value is None else float(value)
 
 
 def select_checkpoints(exp_dir: str | Path, last: Optional[int] = None, best: Optional[int] = None,
-                       include: str = "all") -> List[Path]:
-    """Pick checkpoints of one run: the ``last`` K newest (by step) or the ``best`` K by validation loss.
+                       include: str = "all", by: str = "loss") -> List[Path]:
+    """Pick checkpoints of one run: the ``last`` K newest (by step) or the ``best`` K by dev ``by`` (loss | wer).
 
     include: "all" (step and epoch checkpoints), "epoch" or "step".
     """
-    from mlma_cli.checkpoint import list_epoch_checkpoints, list_step_checkpoints, load_checkpoint
-
+    if by not in RANK_BY:
+        raise MlmaError(f"rank checkpoints by one of {', '.join(RANK_BY)}, not {by!r}")
     if (last is None) == (best is None):
         raise MlmaError("choose exactly one of --last K or --best K")
     exp_dir = Path(exp_dir)
@@ -128,7 +63,7 @@ def select_checkpoints(exp_dir: str | Path, last: Optional[int] = None, best: Op
         if step in seen_steps:  # an epoch end that coincides with a step checkpoint: same weights, count once
             continue
         seen_steps.add(step)
-        info.append((p, step, (ck.get("metrics") or {}).get("valid_loss")))
+        info.append((p, step, valid_score(ck, by)))
     k = last if last is not None else best
     if k < 1:
         raise MlmaError("K must be >= 1")
@@ -137,7 +72,7 @@ def select_checkpoints(exp_dir: str | Path, last: Optional[int] = None, best: Op
     else:
         scored = [t for t in info if t[2] is not None]
         if len(scored) < k:
-            raise MlmaError(f"only {len(scored)} checkpoints in {exp_dir} carry a validation loss, need {k}; "
+            raise MlmaError(f"only {len(scored)} checkpoints in {exp_dir} carry a dev {by}, need {k}; "
                             "use --last K or validate more often (train.valid_every)")
         chosen = sorted(scored, key=lambda t: t[2])[:k]
     if len(chosen) < k:
@@ -149,10 +84,8 @@ def average_checkpoints(paths: Sequence[str | Path], output: str | Path, use_ave
     """Write a checkpoint whose ``model`` is the average of ``paths`` (configs and tokenizer copied).
 
     With ``use_averaged`` the checkpoints' running averages are used: for two or more paths the mean over the
-    steps between the oldest and the newest (see module docstring); for one path its running average.
+    steps between the oldest and the newest (see mlma_cli/averaging.py); for one path its running average.
     """
-    from mlma_cli.checkpoint import load_checkpoint, save_checkpoint
-
     paths = [Path(p) for p in paths]
     if not paths:
         raise MlmaError("no checkpoints to average")

@@ -31,6 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from mlma_cli.errors import MlmaError
+from mlma_cli.model.config import ModelConfig, named_config
+
 FEATURE_MODES = ("auto", "precomputed", "on-the-fly")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -63,6 +66,10 @@ class DataConfig:
             max_cut_duration null = min(30, max_duration).
         speed_perturb: also train on the speed-perturbed copies (ids ``*_sp0.9`` / ``*_sp1.1``) that
             ``mlma features --speed-perturb`` puts in the manifest; false drops them.
+        speed_perturb_factors: on-the-fly speed perturbation instead (the ConMamba reference's
+            ``[0.95, 1.0, 1.05]``): every epoch each training cut plays at a speed drawn uniformly from these
+            factors (seeded by seed, epoch and cut id, so resumes and workers agree). Needs the audio: features
+            are then computed on the fly, and the offline copies are not used. null (default) = off.
         features: "auto" (stored features, or on-the-fly for datasets made with ``mlma features --on-the-fly``),
             "precomputed", or "on-the-fly" (Fbank computed from audio in the data loader).
         shar: read training cuts from the lhotse Shar shards ``DATA/fbank/<corpus>/<lang>/<split>/shar/``
@@ -83,6 +90,7 @@ class DataConfig:
     min_cut_duration: float = 0.3
     max_cut_duration: Optional[float] = None
     speed_perturb: bool = True
+    speed_perturb_factors: Optional[List[float]] = None
     features: str = "auto"
     shar: bool = False
     spec_augment: Optional[Dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_SPEC_AUGMENT))
@@ -130,6 +138,13 @@ class DataConfig:
                 "such cuts could never fit in a batch")
         if self.features not in FEATURE_MODES:
             bad(f"features={self.features!r}, expected one of {FEATURE_MODES}")
+        if self.speed_perturb_factors is not None:
+            factors = self.speed_perturb_factors
+            if not isinstance(factors, list) or not factors or not all(
+                    isinstance(f, (int, float)) and 0.5 <= f <= 2.0 for f in factors):
+                bad(f"speed_perturb_factors={factors!r}: a list of speeds in [0.5, 2], e.g. [0.95, 1.0, 1.05]")
+            if self.features == "precomputed":
+                bad("speed_perturb_factors needs the audio: set data.features to auto or on-the-fly")
         if self.spec_augment is not None:
             unknown = set(self.spec_augment) - set(DEFAULT_SPEC_AUGMENT)
             if unknown:
@@ -317,8 +332,6 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            from mlma_cli.errors import MlmaError
-
             raise MlmaError(f"config file {path} not found")
         try:
             d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -354,8 +367,6 @@ def check_model_section(model: Dict[str, Any]) -> None:
 
 
 def _model_config_class():
-    from mlma_cli.model.config import ModelConfig
-
     return ModelConfig
 
 
@@ -365,8 +376,6 @@ def resolve_model_config(model: Dict[str, Any], vocab_size: int, num_features: i
     ``{"name": "conmamba-tiny", "dropout": 0.2}`` -> named size with overrides; without ``name`` every key is a
     ModelConfig field.
     """
-    from mlma_cli.model.config import ModelConfig, named_config
-
     model = dict(model)
     name = model.pop("name", None)
     model.setdefault("vocab_size", vocab_size)

@@ -18,8 +18,10 @@ the sampler's state alone.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import random
 import re
 import zlib
 from collections import Counter
@@ -30,9 +32,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, OnTheFlyFeatures, PrecomputedFeatures, SpecAugment
 
+from mlma_cli.data.features import fbank_extractor
+from mlma_cli.data.layout import fbank_dir, find_datasets, parse_dataset
 from mlma_cli.errors import MlmaError
-from mlma_cli.train.config import DataConfig
+from mlma_cli.train.config import DEFAULT_SPEC_AUGMENT, DataConfig
 from mlma_cli.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -74,8 +79,6 @@ def _not_perturbed(cut) -> bool:
 
 def expand_dataset_names(data_dir: str | Path, pattern: str) -> List[str]:
     """``corpus/lang/split`` names matching ``pattern`` (``*`` globs) that have fbank cuts under ``data_dir``."""
-    from mlma_cli.data.layout import find_datasets, parse_dataset
-
     if "*" not in pattern and "?" not in pattern:
         parse_dataset(pattern)  # MlmaError for a malformed name
         return [pattern]
@@ -86,8 +89,6 @@ def expand_dataset_names(data_dir: str | Path, pattern: str) -> List[str]:
 
 
 def _manifest_of(data_dir: str | Path, name: str) -> Path:
-    from mlma_cli.data.layout import fbank_dir, parse_dataset
-
     path = fbank_dir(data_dir, *parse_dataset(name)) / "cuts.jsonl.gz"
     if not path.is_file():
         raise MlmaError(f"dataset {name}: {path} not found; run `mlma features` for it first")
@@ -96,8 +97,6 @@ def _manifest_of(data_dir: str | Path, name: str) -> Path:
 
 def features_mode(data_dir: str | Path, name: str) -> str:
     """"stored" or "on_the_fly", from the dataset's features.json written by ``mlma features``."""
-    from mlma_cli.data.layout import fbank_dir, parse_dataset
-
     meta = fbank_dir(data_dir, *parse_dataset(name)) / "features.json"
     if meta.is_file():
         try:
@@ -109,8 +108,6 @@ def features_mode(data_dir: str | Path, name: str) -> str:
 
 def resolve_sources(cfg: DataConfig, stats_cache: Optional[Path] = None) -> List[Source]:
     """Expand ``data.train`` into Sources with their hours and cut counts (one pass over the manifests, cached)."""
-    from mlma_cli.data.layout import parse_dataset
-
     sources: List[Source] = []
     for entry in cfg.train:
         if isinstance(entry, str):
@@ -126,8 +123,9 @@ def resolve_sources(cfg: DataConfig, stats_cache: Optional[Path] = None) -> List
                 shar = manifest.parent / "shar" if cfg.shar else None
                 if shar is not None and not sorted(shar.glob("cuts.*.jsonl.gz")):
                     raise MlmaError(f"dataset {name}: no Shar shards in {shar}; run `mlma features --shar`")
+                offline_copies = cfg.speed_perturb and not cfg.speed_perturb_factors
                 sources.append(Source(name=name, lang=lang, manifest=manifest, weight=weight,
-                                      speed_perturb=cfg.speed_perturb, shar_dir=shar))
+                                      speed_perturb=offline_copies, shar_dir=shar))
     seen = Counter(s.name for s in sources)
     dup = [n for n, c in seen.items() if c > 1]
     if dup:
@@ -267,11 +265,14 @@ class CutFilter:
         min_duration, max_duration: allowed cut duration in seconds.
         frame_shift: seconds per input frame (when the cut carries no features yet).
         report: optional TSV path listing each filtered cut once (id, reason, detail).
+        max_speed: the fastest on-the-fly speed perturbation; the token check uses the frames the cut has at
+            that speed (its shortest version), so no perturbed copy can have fewer frames than CTC needs.
     """
 
     def __init__(self, tokenizer, out_frames: Callable[[int], int], min_duration: float, max_duration: float,
-                 frame_shift: float = 0.01, report: Optional[Path] = None):
+                 frame_shift: float = 0.01, report: Optional[Path] = None, max_speed: float = 1.0):
         self.tokenizer = tokenizer
+        self.max_speed = max_speed
         self.out_frames = out_frames
         self.min_duration = min_duration
         self.max_duration = max_duration
@@ -290,6 +291,7 @@ class CutFilter:
             text, lang = cut_text(cut)
             tokens = self.tokenizer.encode(text, lang)
             num_frames = cut.num_frames if cut.has_features else int(round(cut.duration / self.frame_shift))
+            num_frames = int(num_frames / self.max_speed)
             need, have = ctc_min_frames(tokens), self.out_frames(num_frames)
             if not text.strip() or not tokens:
                 reason, detail = "empty_text", ""
@@ -333,19 +335,34 @@ class AsrDataset(torch.utils.data.Dataset):
         input_strategy: lhotse PrecomputedFeatures() or OnTheFlyFeatures(Fbank(...)): cuts -> (feats, lens).
         spec_augment: optional lhotse SpecAugment; its randomness is seeded from (seed, epoch, cut ids) so a
             batch is augmented the same way whether it is loaded in a worker, after a resume or not.
+        speed_factors: on-the-fly speed perturbation: each cut plays at one of these speeds, drawn uniformly
+            from (seed, epoch, cut id) (needs an input strategy that computes features from the audio).
     """
 
-    def __init__(self, tokenizer, input_strategy, spec_augment=None, seed: int = 0):
+    def __init__(self, tokenizer, input_strategy, spec_augment=None, seed: int = 0,
+                 speed_factors: Optional[Sequence[float]] = None):
         self.tokenizer = tokenizer
         self.input_strategy = input_strategy
         self.spec_augment = spec_augment
         self.seed = seed
+        self.speed_factors = list(speed_factors) if speed_factors else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def speed_of(self, cut_id: str) -> float:
+        """This epoch's speed for a cut: uniform over ``speed_factors``, the same in any worker or resume."""
+        draw = zlib.crc32(f"{self.seed}|{self.epoch}|speed|{cut_id}".encode())
+        return self.speed_factors[draw % len(self.speed_factors)]
+
+    def _perturbed(self, cut):
+        factor = self.speed_of(cut.id)
+        return cut if factor == 1.0 else cut.drop_features().perturb_speed(factor)   # new id: <id>_sp<factor>
+
     def __getitem__(self, cuts: CutSet) -> Dict[str, Any]:
+        if self.speed_factors:
+            cuts = CutSet.from_cuts(self._perturbed(c) for c in cuts)
         cuts = cuts.sort_by_duration(ascending=False)
         feats, feat_lens = self.input_strategy(cuts)
         texts, langs, targets = [], [], []
@@ -369,8 +386,6 @@ class AsrDataset(torch.utils.data.Dataset):
         }
 
     def _augment(self, feats: torch.Tensor, feat_lens: torch.Tensor, cut_ids: List[str]) -> torch.Tensor:
-        import random
-
         seed = zlib.crc32(f"{self.seed}|{self.epoch}|{'|'.join(cut_ids)}".encode()) & 0x7FFFFFFF
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
@@ -386,14 +401,15 @@ class AsrDataset(torch.utils.data.Dataset):
         return out
 
 
-def input_strategy(cfg: DataConfig, names: Sequence[str] = ()):
-    """PrecomputedFeatures, or OnTheFlyFeatures(Fbank) when asked to or when a dataset has no stored features."""
-    from lhotse.dataset import OnTheFlyFeatures, PrecomputedFeatures
-
-    from mlma_cli.data.features import fbank_extractor
-
+def input_strategy(cfg: DataConfig, names: Sequence[str] = (), training: bool = False):
+    """PrecomputedFeatures, or OnTheFlyFeatures(Fbank) when asked to, when a dataset has no stored features, or
+    for training with on-the-fly speed perturbation."""
     mode = cfg.features
-    if mode == "auto":
+    if training and cfg.speed_perturb_factors and mode == "auto":
+        log.info("features: computed on the fly because data.speed_perturb_factors=%s changes the audio's speed",
+                 cfg.speed_perturb_factors)
+        mode = "on-the-fly"
+    elif mode == "auto":
         lacking = [n for n in names if features_mode(cfg.data_dir, n) == "on_the_fly"]
         if lacking:
             log.info("features: computed on the fly because %s has no stored features (mlma features --on-the-fly)",
@@ -409,9 +425,6 @@ def input_strategy(cfg: DataConfig, names: Sequence[str] = ()):
 def spec_augment(cfg: DataConfig):
     if cfg.spec_augment is None:
         return None
-    from lhotse.dataset import SpecAugment
-
-    from mlma_cli.train.config import DEFAULT_SPEC_AUGMENT
 
     return SpecAugment(**{**DEFAULT_SPEC_AUGMENT, **cfg.spec_augment})
 
@@ -444,8 +457,6 @@ class TrainData:
 
     def load_state_dict(self, sd: Dict[str, Any]) -> int:
         """Restore the position; returns the epoch. The sampler fast-forwards (reads cut metadata only)."""
-        import copy
-
         sd = copy.deepcopy(sd)
         epoch = int(sd["epoch"])
         self.mixer.set_epoch(epoch)
@@ -457,23 +468,22 @@ class TrainData:
 def build_train_data(cfg: DataConfig, tokenizer, out_frames: Callable[[int], int], seed: int,
                      exp_dir: Optional[Path] = None, is_main: bool = True) -> TrainData:
     """Sources -> mixer -> filter -> DynamicBucketingSampler (sharded by rank) -> DataLoader."""
-    from lhotse.dataset import DynamicBucketingSampler
-
     sources = resolve_sources(cfg, stats_cache=(exp_dir / "data-stats.json") if exp_dir and is_main else None)
     probs = temperature_weights(sources, cfg.alpha)
     if is_main:
         log.info("training mixture (alpha=%.2f):\n%s", cfg.alpha, describe_mixture(sources, probs))
     mixer = TemperatureMixer(sources, probs, seed=seed)
     report = (exp_dir / "filtered-cuts.tsv") if (exp_dir is not None and is_main) else None
-    cut_filter = CutFilter(tokenizer, out_frames, cfg.min_cut_duration, cfg.cut_duration_limit, report=report)
+    cut_filter = CutFilter(tokenizer, out_frames, cfg.min_cut_duration, cfg.cut_duration_limit, report=report,
+                           max_speed=max(cfg.speed_perturb_factors or [1.0]))
     sampler = DynamicBucketingSampler(
         CutSet(mixer), max_duration=cfg.max_duration, num_buckets=max(1, min(cfg.num_buckets, mixer.draws)), shuffle=True,
         buffer_size=cfg.shuffle_buffer, seed=seed, drop_last=False,
         num_cuts_for_bins_estimate=min(10000, mixer.draws),
     )
     sampler.filter(cut_filter)
-    dataset = AsrDataset(tokenizer, input_strategy(cfg, [s.name for s in sources]), spec_augment(cfg),
-                         seed=seed)
+    dataset = AsrDataset(tokenizer, input_strategy(cfg, [s.name for s in sources], training=True),
+                         spec_augment(cfg), seed=seed, speed_factors=cfg.speed_perturb_factors)
     loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
                                          persistent_workers=False)
     return TrainData(sources, probs, mixer, sampler, dataset, loader, cut_filter)
@@ -482,8 +492,6 @@ def build_train_data(cfg: DataConfig, tokenizer, out_frames: Callable[[int], int
 def build_dev_loaders(cfg: DataConfig, tokenizer, out_frames: Callable[[int], int]
                       ) -> Dict[str, torch.utils.data.DataLoader]:
     """One loader per dev dataset (no augmentation), sharded by DDP rank."""
-    from lhotse.dataset import DynamicCutSampler
-
     names: List[str] = []
     for pattern in cfg.dev:
         names += expand_dataset_names(cfg.data_dir, pattern)

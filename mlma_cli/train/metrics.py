@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from mlma_cli.score.wer import chars, edit_counts, words
+from mlma_cli.utils.io import atomic_path, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +55,6 @@ class LangErrors:
     FIELDS = ("loss_sum", "tokens", "utts", "word_errors", "words", "char_errors", "chars")
 
     def add_utt(self, ref: str, hyp: str) -> None:
-        from mlma_cli.score.wer import chars, edit_counts, words
-
         w, _ = edit_counts(words(ref), words(hyp))
         c, _ = edit_counts(chars(ref), chars(hyp))
         self.word_errors += w.errors
@@ -89,8 +95,6 @@ def valid_summary(per_lang: Dict[str, LangErrors]) -> Dict[str, Any]:
 
 
 def dev_table(per_lang: Dict[str, LangErrors], step: int):
-    from rich.table import Table
-
     table = Table(title=f"dev @ step {step}", title_justify="left")
     for col in ("lang", "utts", "loss", "WER %", "CER %"):
         table.add_column(col, justify="right" if col != "lang" else "left")
@@ -132,7 +136,6 @@ class MetricsWriter:
         if sum(map(len, kept.values())) == sum(map(len, self.history.values())):
             return
         self.history = defaultdict(list, kept)
-        from mlma_cli.utils.io import write_text_atomic
 
         recs = sorted((r for rs in kept.values() for r in rs), key=lambda r: (r.get("time", 0), r["step"]))
         write_text_atomic(self.exp_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
@@ -158,8 +161,6 @@ class MetricsWriter:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from mlma_cli.utils.io import atomic_path
 
         train, valid = self.history["train"], self.history.get("valid", [])
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -200,8 +201,6 @@ class Progress:
     def start(self, description: str, total: Optional[int], completed: int = 0) -> None:
         if not self.enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
 
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -223,8 +222,6 @@ class Progress:
         if self._progress is not None:
             self._progress.console.print(renderable)
         else:
-            from rich.console import Console
-
             Console(stderr=True).print(renderable)
 
     def stop(self) -> None:

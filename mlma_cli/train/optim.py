@@ -7,17 +7,26 @@ from typing import Dict, List
 import torch
 
 
+# Normalisation layers: their gains are exempt from weight decay whatever their shape (the front end's
+# LayerNorm over (freq, channel) has 2-D gains, which the 1-D rule alone would decay).
+NORM_TYPES = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict]:
     """Two AdamW groups: decayed weights, and parameters exempt from weight decay.
 
-    Exempt: biases and other 1-D parameters (norm gains, Mamba's D), and every parameter whose tensor carries
-    ``_no_weight_decay = True`` (Mamba's A_log and D, the way mamba-ssm marks them).
+    Exempt: biases, other 1-D parameters (Mamba's D), every parameter of a normalisation layer (LayerNorm,
+    GroupNorm, BatchNorm, or a module class named ``*Norm`` such as the Mamba-2 gated RMSNorm), and every
+    parameter whose tensor carries ``_no_weight_decay = True`` (Mamba's A_log and D, the way mamba-ssm marks them).
     """
+    norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) or type(m).__name__.endswith("Norm")
+                   for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if getattr(p, "_no_weight_decay", False) or p.ndim < 2 or name.endswith(".bias"):
+        if (getattr(p, "_no_weight_decay", False) or p.ndim < 2 or name.endswith(".bias")
+                or id(p) in norm_params):
             no_decay.append(p)
         else:
             decay.append(p)

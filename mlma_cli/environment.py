@@ -13,6 +13,11 @@ import shutil
 import sys
 from typing import Dict
 
+import torch
+
+from mlma_cli.decode.k2_backend import k2_available
+from mlma_cli.model.backends import describe
+
 # distribution name -> import name, for the packages mlma uses (required first, then optional)
 PACKAGES = {
     "torch": "torch", "lhotse": "lhotse", "sentencepiece": "sentencepiece", "typer": "typer", "rich": "rich",
@@ -33,11 +38,6 @@ def _version(dist: str, module: str) -> str:
 
 def collect_environment() -> Dict[str, Dict[str, str]]:
     """{"system": ..., "packages": ..., "accelerators": ..., "paths": ..., "tools": ...}, all values strings."""
-    import torch
-
-    from mlma_cli.decode.k2_backend import k2_available
-    from mlma_cli.model.backends import describe
-
     system = {"mlma": _version("mlma", "mlma_cli"), "python": sys.version.split()[0],
               "platform": platform.platform(), "cpu threads (torch)": str(torch.get_num_threads())}
     packages = {dist: _version(dist, module) for dist, module in PACKAGES.items()}
