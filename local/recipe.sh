@@ -90,7 +90,7 @@ lm_and_graph() {
 }
 
 # ---- model stages shared by the corpus recipes. They read the recipe's variables:
-#      ngpu, data, tokenizer, extra_train_opts (train); avg_select, avg (average);
+#      ngpu, data, tokenizer, extra_train_opts (train); avg_select, avg, avg_by (average; avg_by unset = loss);
 #      decode_methods, beam, decode_device (decode).
 
 train_model() {
@@ -105,7 +105,8 @@ average_model() {
   # average_model MODEL_DIR   -> MODEL_DIR/averaged.pt from the $avg_select $avg checkpoints
   local dir=$1
   log "average the $avg_select $avg checkpoints of $(basename "$dir")"
-  run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" --output "$dir/averaged.pt"
+  run_once "$dir/.done.average" mlma average --exp-dir "$dir" "--$avg_select" "$avg" ${avg_by:+--best-by "$avg_by"} \
+    --output "$dir/averaged.pt"
 }
 
 decode_sets() {

@@ -44,8 +44,9 @@ ctc_topo=standard                      # H of the graph: standard (exact CTC) or
 models="conmamba_paper conformer_paper"  # conf/train_<name>.yaml; small sizes: conmamba_small conformer_small
 ngpu=auto                              # GPUs for training (auto: all visible); >1 runs torchrun DDP
 train_opts=""                          # extra `mlma train` arguments, e.g. "--set data.alpha=0.5"
-avg=10                                 # average the $avg checkpoints with the lowest dev loss
+avg=10                                 # average the $avg checkpoints with the best dev $avg_by
 avg_select=best                        # best | last
+avg_by=wer                             # --best ranks by dev WER (the reference recipe) or loss
 decode_methods="ctc-greedy-search ctc-prefix-beam-search"
 beam=10                                # prefix beam size
 decode_device=auto                     # auto: cuda when a GPU is visible, else cpu

@@ -6,19 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.options import split_list
 from mlma_cli.cli.progress import progress_bar
 from mlma_cli.errors import MlmaError
-
-CORPUS_NAMES = ("librispeech", "commonvoice", "fleurs", "mls", "voxpopuli", "synthetic")
-
-
-def _split_list(value: Optional[List[str]]) -> Optional[List[str]]:
-    """``--langs de,fr --langs it`` -> ["de", "fr", "it"]; None when not given."""
-    if not value:
-        return None
-    items = [v.strip() for chunk in value for v in chunk.split(",") if v.strip()]
-    return items or None
-
 
 def _print_prepare(report) -> None:
     from rich.console import Console
@@ -56,7 +46,7 @@ def prepare(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="synthetic: noise, reverb, gain, silence, speed."),
 ) -> None:
     """Write lhotse manifests for CORPUS under DATA/manifests/<corpus>/<lang>/<split>/, validate them, print a table."""
-    from mlma_cli.data.corpora import prepare_corpus, prepare_synthetic_corpus
+    from mlma_cli.data.corpora import CORPUS_NAMES, prepare_corpus, prepare_synthetic_corpus
 
     if corpus not in CORPUS_NAMES:
         raise MlmaError(f"unknown corpus '{corpus}'; choose from {' | '.join(CORPUS_NAMES)}")
@@ -69,13 +59,13 @@ def prepare(
             for split, v in (("train", train_utts), ("dev", dev_utts), ("test", test_utts)):
                 if v is not None:
                     counts[split] = v
-        report = prepare_synthetic_corpus(data_dir, _split_list(langs), counts, minutes, seed, jobs, text, augment)
+        report = prepare_synthetic_corpus(data_dir, (split_list(langs) or None), counts, minutes, seed, jobs, text, augment)
     else:
         if corpus_dir is None:
             raise MlmaError(f"mlma prepare {corpus}: give the extracted corpus directory, e.g. `mlma prepare {corpus} /data/{corpus}`")
         with progress_bar(f"checking {corpus} audio", "files") as progress:
             report = prepare_corpus(
-                corpus, corpus_dir, data_dir, _split_list(langs), _split_list(splits), jobs,
+                corpus, corpus_dir, data_dir, (split_list(langs) or None), (split_list(splits) or None), jobs,
                 max_duration=max_duration, max_duration_eval=max_duration_eval, min_duration=min_duration,
                 full_decode=full_decode, progress=progress,
             )

@@ -9,18 +9,13 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli import options as opt
+from mlma_cli.cli.options import bench_app, split_list
 from mlma_cli.errors import MlmaError
 
 log = logging.getLogger(__name__)
 
 lm_app = typer.Typer(help="Word n-gram LMs and WFST decoding graphs (kaldilm + kaldifst).", no_args_is_help=True)
-
-
-def _split_list(values: Optional[List[str]]) -> List[str]:
-    out: List[str] = []
-    for v in values or []:
-        out += [x for x in v.replace(",", " ").split() if x]
-    return out
 
 
 def _expand_test_sets(data_dir: Path, patterns: List[str]) -> List[str]:
@@ -39,23 +34,6 @@ def _expand_test_sets(data_dir: Path, patterns: List[str]) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
-                    max_duration=200.0, suffix=""):
-    """DecodeOptions from the search options decode and transcribe share, checked before any model loads."""
-    from mlma_cli.decode.runner import DecodeOptions
-    from mlma_cli.utils.device import pick_device
-
-    opts = DecodeOptions(method=method, beam=beam, graph=Path(graph) if graph else None, backend=backend,
-                         search_beam=search_beam, output_beam=output_beam, max_active=max_active,
-                         lm_scale=lm_scale, device=pick_device(device), max_duration=max_duration, suffix=suffix)
-    opts.validate()
-    if opts.method == "wfst" and opts.backend == "k2":
-        from mlma_cli.decode.k2_backend import require_k2
-
-        require_k2()  # fail before loading checkpoints, with the install hint
-    return opts
-
-
 def decode(
     checkpoint: List[str] = typer.Option(..., "--checkpoint", "-c",
                                          help="Checkpoint(s), model package dir(s) or hf:ORG/NAME; several are averaged."),
@@ -63,26 +41,26 @@ def decode(
     data_dir: Path = typer.Option(Path("data"), help="Data directory (fbank/ and manifests/)."),
     test_sets: List[str] = typer.Option(..., "--test-sets", "-t",
                                         help="corpus/lang/split names or globs; repeat or comma-separate."),
-    method: str = typer.Option("ctc-greedy-search", help="ctc-greedy-search | ctc-prefix-beam-search | wfst"),
-    beam: int = typer.Option(4, help="Prefix beam size (ctc-prefix-beam-search)."),
-    graph: Optional[Path] = typer.Option(None, help="Graph dir from `mlma lm graph` (or one with <lang>/ subdirs)."),
-    backend: str = typer.Option("kaldi", help="WFST backend: kaldi (kaldi-decoder, CPU) or k2 (batched, GPU)."),
-    search_beam: float = typer.Option(16.0, help="WFST search beam."),
-    output_beam: float = typer.Option(8.0, help="k2 output (lattice) beam."),
-    max_active: int = typer.Option(7000, help="WFST max active states."),
-    lm_scale: float = typer.Option(1.0, help="LM weight relative to the acoustic log-probs (WFST)."),
+    method: str = opt.METHOD,
+    beam: int = opt.BEAM,
+    graph: Optional[Path] = opt.GRAPH,
+    backend: str = opt.BACKEND,
+    search_beam: float = opt.SEARCH_BEAM,
+    output_beam: float = opt.OUTPUT_BEAM,
+    max_active: int = opt.MAX_ACTIVE,
+    lm_scale: float = opt.LM_SCALE,
     out_dir: Path = typer.Option(Path("exp/decode"), "--output-dir", "-o", help="Output directory."),
-    device: str = typer.Option("auto", help="auto (GPU when present), cpu or cuda[:N]."),
-    max_duration: float = typer.Option(200.0, help="Seconds of padded audio per batch."),
+    device: str = opt.DEVICE,
+    max_duration: float = opt.MAX_DURATION,
     suffix: str = typer.Option("", help="Appended to the setting name (e.g. avg-5)."),
 ) -> None:
     """Decode test sets and write icefall-layout results (recogs/errs/wer-summary + JSON, RTF)."""
     from mlma_cli.checkpoint import load_for_inference
     from mlma_cli.decode.runner import run_decode
 
-    opts = _decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
-                           max_duration, suffix)
-    names = _expand_test_sets(data_dir, _split_list(test_sets))
+    opts = opt.decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
+                              max_duration, suffix)
+    names = _expand_test_sets(data_dir, split_list(test_sets))
     inference = load_for_inference([str(c) for c in checkpoint], device=opts.device, use_averaged=use_averaged)
     from mlma_cli.cli.progress import progress_bar
 
@@ -143,7 +121,7 @@ def lm_train(
     from mlma_cli.text.normalize import LANGUAGES, normalize
 
     sents: List[str] = []
-    names = _split_list(datasets)
+    names = split_list(datasets)
     if names:
         sents += read_corpus_text(data_dir, names)
     if text:
@@ -231,14 +209,4 @@ def register(app: typer.Typer) -> None:
     app.command("score")(score)
     app.command("report")(report)
     app.add_typer(lm_app, name="lm")
-    bench = None
-    try:
-        from mlma_cli.cli.model_cmds import bench_app as bench
-    except ImportError:  # model_cmds has no bench group: reuse one another module registered, else make it
-        for group in getattr(app, "registered_groups", []):
-            if group.name == "bench":
-                bench = group.typer_instance
-        if bench is None:
-            bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-            app.add_typer(bench, name="bench")
-    bench.command("decode")(bench_decode)
+    bench_app.command("decode")(bench_decode)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from mlma_cli.cli.options import write_or_print_json
+
 
 def env(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document instead of tables."),
@@ -18,14 +20,7 @@ def env(
     from mlma_cli.environment import collect_environment
 
     report = collect_environment()
-    if json_out:
-        from mlma_cli.utils.io import write_json_atomic
-
-        write_json_atomic(json_out, report)
-    if as_json:
-        import json
-
-        typer.echo(json.dumps(report, indent=2))
+    if write_or_print_json(report, json_out, as_json):
         return
     console = Console()
     for section, items in report.items():

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.options import bench_app
+
 EXPORT_HELP = (
     "Export a ConMamba (Mamba-1 / Mamba-2 mixer) or Conformer CTC checkpoint to ONNX.\n\n"
     "DIR gets model.onnx: x (N, T, 80) float32 raw fbank and x_lens (N,) int64 in, log_probs (N, T', V) and "
@@ -97,6 +99,4 @@ def _split(text: str) -> List[str]:
 
 def register(app: typer.Typer) -> None:
     app.command("export", help=EXPORT_HELP)(export)
-    from mlma_cli.cli.model_cmds import bench_app
-
     bench_app.command("export")(bench_export)

@@ -1,4 +1,4 @@
-"""`mlma model-info` and the `mlma bench` sub-app (model and scan here; train and decode add theirs to bench_app)."""
+"""`mlma model-info`, `mlma bench model`, `mlma bench scan`; attaches the bench group (defined in cli/options.py)."""
 from __future__ import annotations
 
 import logging
@@ -9,11 +9,10 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.options import bench_app, write_or_print_json
 from mlma_cli.errors import MlmaError
 
 log = logging.getLogger(__name__)
-
-bench_app = typer.Typer(help="Benchmarks (never part of the test suite).", no_args_is_help=True)
 
 
 # ----------------------------------------------------------------------------------------------- model-info
@@ -103,14 +102,7 @@ def model_info(
     total = sum(counts.values())
     backends = describe()
     doc = {"config": cfg.to_dict(), "parameters": dict(counts), "total": total, "backends": backends}
-    if json_out:
-        from mlma_cli.utils.io import write_json_atomic
-
-        write_json_atomic(json_out, doc)
-    if as_json:
-        import json
-
-        typer.echo(json.dumps(doc, indent=2))
+    if write_or_print_json(doc, json_out, as_json):
         return
     console = Console()
     console.print(key_value_table(f"model config: {spec}", cfg.to_dict(), "field"))
@@ -197,4 +189,4 @@ def bench_scan(
 
 def register(app: typer.Typer) -> None:
     app.command("model-info")(model_info)
-    app.add_typer(bench_app, name="bench")
+    app.add_typer(bench_app, name="bench")  # the one bench group (cli/options.py); other modules add to it

@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli.options import bench_app
 from mlma_cli.errors import MlmaError
 
 
@@ -84,14 +85,16 @@ def average(
     exp_dir: Path = typer.Option(..., help="Experiment directory holding checkpoint-*.pt / epoch-*.pt."),
     output: Path = typer.Option(..., "--output", "-o", help="Averaged checkpoint to write."),
     last: Optional[int] = typer.Option(None, help="Average the K newest checkpoints."),
-    best: Optional[int] = typer.Option(None, help="Average the K checkpoints with the lowest dev loss."),
+    best: Optional[int] = typer.Option(None, help="Average the K checkpoints with the best dev score (--best-by)."),
+    best_by: str = typer.Option("loss", help="What --best ranks by: loss (dev CTC loss) or wer (dev greedy WER, "
+                                             "the ConMamba reference's choice)."),
     use_averaged: bool = typer.Option(False, help="Use the running averages: mean over the steps spanned by the chosen checkpoints."),
     epochs_only: bool = typer.Option(False, help="Choose among epoch-*.pt only."),
 ) -> None:
-    """Average checkpoints (last K, best K by dev loss, or the running average) into one checkpoint."""
+    """Average checkpoints (last K, best K by dev loss or WER, or the running average) into one checkpoint."""
     from mlma_cli.train.average import average_checkpoints, select_checkpoints
 
-    paths = select_checkpoints(exp_dir, last=last, best=best, include="epoch" if epochs_only else "all")
+    paths = select_checkpoints(exp_dir, last=last, best=best, include="epoch" if epochs_only else "all", by=best_by)
     out = average_checkpoints(paths, output, use_averaged=use_averaged)
     typer.echo(f"averaged {len(paths)} checkpoint(s) ({', '.join(p.name for p in paths)}) -> {out}")
 
@@ -119,9 +122,4 @@ def bench_train(
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("average")(average)
-    try:
-        from mlma_cli.cli.model_cmds import bench_app
-    except ImportError:  # the model commands' bench group is not there: give `bench` its own group
-        bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-        app.add_typer(bench_app, name="bench")
     bench_app.command("train")(bench_train)

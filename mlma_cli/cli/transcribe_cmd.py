@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import typer
 
+from mlma_cli.cli import options as opt
+from mlma_cli.cli.options import bench_app
 from mlma_cli.cli.progress import progress_bar
 from mlma_cli.errors import MlmaError
 
@@ -27,12 +29,14 @@ def transcribe(
     list_file: Optional[List[Path]] = typer.Option(None, "--list", help="File with one audio path per line."),
     checkpoint: List[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint(s), model package dir(s) or hf:ORG/NAME; several are averaged."),
     use_averaged: bool = typer.Option(False, help="Use the running-average weights."),
-    method: str = typer.Option("ctc-greedy-search", help="ctc-greedy-search | ctc-prefix-beam-search | wfst"),
-    beam: int = typer.Option(4, help="Prefix beam size."),
-    graph: Optional[Path] = typer.Option(None, help="Graph dir for --method wfst."),
-    backend: str = typer.Option("kaldi", help="WFST backend: kaldi or k2."),
-    search_beam: float = typer.Option(16.0, help="WFST search beam."),
-    lm_scale: float = typer.Option(1.0, help="LM weight (WFST)."),
+    method: str = opt.METHOD,
+    beam: int = opt.BEAM,
+    graph: Optional[Path] = opt.GRAPH,
+    backend: str = opt.BACKEND,
+    search_beam: float = opt.SEARCH_BEAM,
+    output_beam: float = opt.OUTPUT_BEAM,
+    max_active: int = opt.MAX_ACTIVE,
+    lm_scale: float = opt.LM_SCALE,
     language: Optional[str] = typer.Option(None, "--language", "-l", "--lang",
                                            help="Language: picks DIR/<lang>/ graphs; with a tagged tokenizer forces "
                                                 "that language's tag."),
@@ -43,8 +47,8 @@ def transcribe(
                                               help="Longer audio is segmented; no segment is longer."),
     context_seconds: float = typer.Option(2.0, help="Audio context on each side of a cut inside speech."),
     batch_size: int = typer.Option(8, help="Segments per batch (sorted by length)."),
-    max_duration: float = typer.Option(200.0, help="Seconds of padded audio per batch."),
-    device: str = typer.Option("auto", help="auto (GPU when present), cpu or cuda[:N]."),
+    max_duration: float = opt.MAX_DURATION,
+    device: str = opt.DEVICE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text lines."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write <stem>.<fmt> files here."),
     output_format: str = typer.Option("all", help="txt, json, tsv, srt, vtt (comma-separated) or all; with -o."),
@@ -55,11 +59,9 @@ def transcribe(
     Unreadable inputs are reported (`mlma: error: <file>: ...`) and the others still transcribed; exit 1 if any failed.
     """
     from mlma_cli.checkpoint import load_for_inference
-    from mlma_cli.cli.decode_cmds import _decode_options
     from mlma_cli.decode.audio_inputs import collect_inputs, open_source
     from mlma_cli.decode.outputs import output_stems, parse_formats, write_outputs
     from mlma_cli.decode.transcribe import TranscribeOptions, transcribe_sources
-    from mlma_cli.utils.device import pick_device
 
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
@@ -70,8 +72,8 @@ def transcribe(
     inputs = collect_inputs(audio or [], [str(f) for f in list_file or []])
     if not inputs:
         raise MlmaError("no audio to transcribe: give files, a directory, @LIST or --list FILE")
-    decode = _decode_options(method, beam, graph, backend, search_beam, 8.0, 7000, lm_scale, pick_device(device),
-                             max_duration=max_duration)
+    decode = opt.decode_options(method, beam, graph, backend, search_beam, output_beam, max_active, lm_scale, device,
+                                max_duration=max_duration)
     opts = TranscribeOptions(decode=decode, language=language, vad=vad, vad_pad=vad_pad, batch_size=batch_size,
                              max_segment_seconds=max_segment_seconds, context_seconds=context_seconds)
     opts.validate()
@@ -144,9 +146,5 @@ def bench_lid(
 
 def register(app: typer.Typer) -> None:
     app.command("transcribe")(transcribe)
-    try:
-        from mlma_cli.cli.model_cmds import bench_app
-    except ImportError:  # no bench group (yet): the command is still importable as a function
-        return
     bench_app.command("transcribe")(bench_transcribe)
     bench_app.command("lid")(bench_lid)

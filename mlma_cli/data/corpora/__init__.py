@@ -28,6 +28,7 @@ CORPORA = {
     "mls": mls,
     "voxpopuli": voxpopuli,
 }
+CORPUS_NAMES = (*CORPORA, "synthetic")  # what `mlma prepare` takes: the corpus releases and the built-in corpus
 DEFAULT_MAX_DURATION_EVAL = 600.0
 
 
@@ -76,7 +77,7 @@ def prepare_corpus(
     missing / wrongly laid-out corpus, unknown languages, or when no usable utterance remains.
     """
     if name not in CORPORA:
-        raise MlmaError(f"unknown corpus '{name}'; choose from {' '.join(CORPORA)} synthetic")
+        raise MlmaError(f"unknown corpus '{name}'; choose from {' | '.join(CORPUS_NAMES)}")
     if max_duration <= 0 or min_duration < 0:
         raise ValueError("max_duration must be > 0 and min_duration >= 0")
 
