@@ -40,7 +40,7 @@ if [ "$smoke" = true ]; then
   data=${data:-data_smoke}; exp=${exp:-exp_smoke}
 fi
 data=${data:-data}; exp=${exp:-exp}
-eval_splits=test; [ "$text" = words ] && eval_splits="test test_oov"
+eval_splits="test"; [ "$text" = words ] && eval_splits="test test_oov"
 test_sets=$(for l in ${langs//,/ }; do for s in $eval_splits; do printf 'synthetic/%s/%s,' "$l" "$s"; done; done)
 test_sets=${test_sets%,}
 # the tokenizer and training use exactly --langs, not whatever an earlier run left in $data
