@@ -13,25 +13,31 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-FBANK_SHIFT = 0.01
+from mlma_cli.decode.timestamps import FBANK_SHIFT
+
 MIN_SECONDS = 0.05  # as the torch backend: shorter audio cannot fill one encoder frame
 
 
-def greedy_spans(log_probs: np.ndarray, blank: int = 0) -> Tuple[List[int], List[Tuple[int, int]]]:
-    """Best path of (T', V) scores -> (token ids, repeats collapsed, blanks removed; (first, last) frame of each)."""
-    best = log_probs.argmax(axis=-1) if log_probs.shape[0] else np.zeros(0, dtype=np.int64)
-    ids: List[int] = []
-    spans: List[Tuple[int, int]] = []
-    prev = blank
-    for t, c in enumerate(int(x) for x in best):
-        if c != blank:
-            if c == prev:
-                spans[-1] = (spans[-1][0], t)
-            else:
-                ids.append(c)
-                spans.append((t, t))
-        prev = c
-    return ids, spans
+class TokensTxtPieces:
+    """The tokenizer calls of `decode.timestamps` (id_to_piece, decode, lang_of) over an export's tokens.txt, for
+    an export without tokenizer.model; `<xx>` pieces of the six languages are its language tags."""
+
+    def __init__(self, model) -> None:
+        from mlma_cli.text.normalize import LANGUAGES
+
+        self._model = model
+        tokens = model.tokens or []
+        self._tag_ids = {i: p[1:-1] for i, p in enumerate(tokens) if p.startswith("<") and p[1:-1] in LANGUAGES
+                         and p.endswith(">")}
+
+    def id_to_piece(self, i: int) -> str:
+        return self._model.tokens[i] if self._model.tokens is not None else str(i)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._model.text(ids)  # drops blank and every `<...>` piece
+
+    def lang_of(self, ids: Sequence[int]) -> Optional[str]:
+        return next((self._tag_ids[i] for i in ids if i in self._tag_ids), None)
 
 
 class OnnxBackend:
@@ -61,8 +67,8 @@ class OnnxBackend:
         m = self.model
         self.languages = list(m.languages)
         self.frame_s = FBANK_SHIFT * int(m.metadata.get("subsampling_factor", 4))
-        self.tok = m.tokenizer
-        self.tag_langs: Dict[int, str] = dict(getattr(self.tok, "_tag_ids", {}) or {}) if self.tok else {}
+        self.tok = m.tokenizer if m.tokenizer is not None else TokensTxtPieces(m)
+        self.tag_langs: Dict[int, str] = dict(self.tok._tag_ids)
         self.info: Dict[str, Any] = {
             "backend": self.name, "path": os.fspath(path), "model_path": str(m.model_path),
             "device": "cuda" if providers[0].startswith("CUDA") else "cpu", "providers": providers,
@@ -72,44 +78,15 @@ class OnnxBackend:
             "metadata": dict(m.metadata),
         }
 
-    # ------------------------------------------------------------------------------------------- pieces
-    def _piece(self, i: int) -> str:
-        if self.tok is not None:
-            return self.tok.id_to_piece(i)
-        return self.model.tokens[i] if self.model.tokens is not None else str(i)
-
-    def _is_tag(self, i: int) -> bool:
-        if self.tag_langs:
-            return i in self.tag_langs
-        p = self._piece(i)
-        return p.startswith("<") and p.endswith(">")
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return self.model.text([i for i in ids if not self._is_tag(i)])
-
     # ------------------------------------------------------------------------------------------- decoding
     def _segment(self, lp: np.ndarray, offset: float, start: float, end: float):
         """(T, V) log-probs of one segment, whose first frame is at `offset` seconds -> results.Segment."""
-        from mlma_cli.decode.results import Segment, Token, Word
+        from mlma_cli.decode.results import Segment
+        from mlma_cli.decode.timestamps import group_words, make_tokens, path_spans
 
-        ids, spans = greedy_spans(lp, self.model.blank_id)
-        tokens = [Token(i, self._piece(i), offset + a * self.frame_s, offset + (b + 1) * self.frame_s,
-                        float(np.exp(lp[a: b + 1, i].max()))) for i, (a, b) in zip(ids, spans)]
-        groups: List[List[Token]] = []  # as decode.timestamps.group_words: `▁` opens a word, tags dropped
-        for t in tokens:
-            if t.id == self.model.blank_id or self._is_tag(t.id):
-                continue
-            if not groups or t.text.startswith("\u2581"):
-                groups.append([t])
-            else:
-                groups[-1].append(t)
-        words = []
-        for g in groups:
-            text = self._decode([t.id for t in g])
-            if text:
-                words.append(Word(text, g[0].start, g[-1].end, sum(t.confidence for t in g) / len(g), list(g)))
-        lang = next((self.tag_langs[i] for i in ids if i in self.tag_langs), None)
-        return Segment(start, end, self._decode(ids), lang, words)
+        ids, spans = path_spans(lp.argmax(axis=-1), self.model.blank_id)
+        tokens = make_tokens(self.tok, ids, spans, lp, offset, self.frame_s)
+        return Segment(start, end, self.tok.decode(ids), self.tok.lang_of(ids), group_words(self.tok, tokens))
 
     def _out_frames(self, n_samples: int) -> int:
         from mlma_cli.decode.segment import fbank_frames

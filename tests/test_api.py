@@ -178,6 +178,23 @@ def test_package_with_onnx_and_hf_choose_the_backend(tiny, tmp_path, monkeypatch
     assert out.stdout.strip().splitlines()[-1] == f"onnx {onnx_model.transcribe(arrays[:1])[0].text}".strip()
 
 
+def test_onnx_export_without_tokenizer_model_uses_tokens_txt(tiny, tmp_path, onnx_model):
+    """tokens.txt alone gives the same token ids, times and languages (text from the pieces)."""
+    import shutil
+
+    _, export_dir, arrays, _ = tiny
+    bare = tmp_path / "bare"
+    shutil.copytree(export_dir, bare)
+    (bare / "tokenizer.model").unlink()
+    m = mlma.load(bare, threads=1)
+    assert m._impl.model.tokenizer is None
+    got, want = m.transcribe(arrays), onnx_model.transcribe(arrays)
+    assert [[(t.id, t.text, t.start, t.end) for t in r.tokens] for r in got] == \
+        [[(t.id, t.text, t.start, t.end) for t in r.tokens] for r in want]
+    assert [r.language for r in got] == [r.language for r in want]
+    assert [r.language for r in m.transcribe(arrays[:2], language="de")] == ["de", "de"]
+
+
 def test_import_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, mlma; mlma.Result; mlma.Token; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)

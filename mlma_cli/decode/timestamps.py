@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from mlma_cli.decode.results import Token, Word, _mean
+
+# no torch at import: the torch-free ONNX backend of `mlma.load` builds its tokens and words with this module
 
 FBANK_SHIFT = 0.01  # seconds per fbank frame (data.features: 10 ms hop)
 Span = Tuple[int, int]  # (first frame, last frame) of a token, inclusive
@@ -24,12 +25,14 @@ Span = Tuple[int, int]  # (first frame, last frame) of a token, inclusive
 
 def frame_seconds(model, fbank_shift: float = FBANK_SHIFT) -> float:
     """Seconds per encoder output frame, from the model's own subsampling arithmetic."""
+    import torch
+
     n = 100_000
     return fbank_shift * n / int(model.output_lengths(torch.tensor([n]))[0])
 
 
 def _numpy(log_probs) -> np.ndarray:
-    if isinstance(log_probs, torch.Tensor):
+    if hasattr(log_probs, "detach"):  # a torch.Tensor
         return log_probs.detach().cpu().float().numpy()
     return np.asarray(log_probs, dtype=np.float32)
 
