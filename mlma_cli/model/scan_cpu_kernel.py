@@ -242,6 +242,15 @@ def scan_fwd(lib, u, delta, A, Bt, Ct, D, z, bias, softplus: bool) -> torch.Tens
     return y
 
 
+def _parallel_with_accumulators(call, ranges, acc: torch.Tensor, what: str):
+    """Run ``call(acc[i], d0, d1)`` for each channel range i in parallel, every worker writing only its own
+    (dBt, dCt) slot ``acc[i]`` (B and C are shared by all channels); returns the slots' sum as (dBt, dCt)."""
+    slot = {r: i for i, r in enumerate(ranges)}
+    if any(_run_parallel(lambda d0, d1: call(acc[slot[(d0, d1)]], d0, d1), ranges)):
+        raise MemoryError(f"{what}: could not allocate the per-thread work buffer")
+    return acc.sum(0).unbind(0) if len(ranges) > 1 else acc[0].unbind(0)
+
+
 def scan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, softplus: bool, dy) -> Tuple[Optional[torch.Tensor], ...]:
     """Gradients (du, ddelta, dA, dBt, dCt, dD, dz, dbias) of :func:`scan_fwd`; None for absent inputs."""
     bsz, dim, length = u.shape
@@ -257,14 +266,10 @@ def scan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, softplus: bool, dy) -> Tuple[
     common = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, z, bias)] + [int(softplus)]
     common += [_ptr(t) for t in (dy, du, ddelta, dA)]
 
-    def work(i, d0, d1):
-        return lib.mlma_scan_bwd(*common, _ptr(acc[i, 0]), _ptr(acc[i, 1]), _ptr(dD), _ptr(dz), _ptr(dbias),
-                                 bsz, dim, length, n, d0, d1)
-
-    slot = {r: i for i, r in enumerate(ranges)}
-    if any(_run_parallel(lambda d0, d1: work(slot[(d0, d1)], d0, d1), ranges)):
-        raise MemoryError("selective scan backward: could not allocate the per-thread work buffer")
-    dBt, dCt = acc.sum(0).unbind(0) if len(ranges) > 1 else acc[0].unbind(0)
+    dBt, dCt = _parallel_with_accumulators(
+        lambda a, d0, d1: lib.mlma_scan_bwd(*common, _ptr(a[0]), _ptr(a[1]), _ptr(dD), _ptr(dz), _ptr(dbias),
+                                            bsz, dim, length, n, d0, d1),
+        ranges, acc, "selective scan backward")
     return du, ddelta, dA, dBt, dCt, dD, dz, dbias
 
 
@@ -303,12 +308,8 @@ def biscan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool, dy
     common = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, bias, z)] + [zb, zt, _ptr(lengths), int(softplus)]
     common += [_ptr(t) for t in (dy, du, ddelta, dA)]
 
-    def work(i, d0, d1):
-        return lib.mlma_biscan_bwd(*common, _ptr(acc[i, 0]), _ptr(acc[i, 1]), _ptr(dD), _ptr(dz), _ptr(dbias),
-                                   bsz, dim, length, n, d0, d1)
-
-    slot = {r: i for i, r in enumerate(ranges)}
-    if any(_run_parallel(lambda d0, d1: work(slot[(d0, d1)], d0, d1), ranges)):
-        raise MemoryError("bidirectional scan backward: could not allocate the per-thread work buffer")
-    dBt, dCt = acc.sum(0).unbind(0) if len(ranges) > 1 else acc[0].unbind(0)
+    dBt, dCt = _parallel_with_accumulators(
+        lambda a, d0, d1: lib.mlma_biscan_bwd(*common, _ptr(a[0]), _ptr(a[1]), _ptr(dD), _ptr(dz), _ptr(dbias),
+                                              bsz, dim, length, n, d0, d1),
+        ranges, acc, "bidirectional scan backward")
     return du, ddelta, dA, dBt, dCt, dD, dz, dbias
