@@ -43,10 +43,15 @@ PathLike = Union[str, os.PathLike]
 
 
 # ----------------------------------------------------------------------------------------------- save / load
+def _with_header(contents: Dict[str, Any]) -> Dict[str, Any]:
+    """``contents`` behind the ``format`` / ``version`` marker that ``load_checkpoint`` checks."""
+    return {"format": FORMAT, "version": VERSION, **contents}
+
+
 def save_checkpoint(path: PathLike, ckpt: Dict[str, Any]) -> Path:
     """Write ``ckpt`` to ``path`` atomically (an interrupted save never leaves a truncated file)."""
     path = Path(path)
-    ckpt = {"format": FORMAT, "version": VERSION, **ckpt}
+    ckpt = _with_header(ckpt)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return path
@@ -66,7 +71,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     """
     path = resolve_model_path(path)
     if path.is_dir():
-        return read_package(path)
+        return _with_header(read_package(path))
     if not path.exists():
         raise MlmaError(f"checkpoint {path} not found")
     kwargs: Dict[str, Any] = {"weights_only": True, "mmap": mmap} if _SAFE_LOAD else {}

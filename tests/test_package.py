@@ -57,6 +57,16 @@ def test_layout_and_no_pickle(packed):
     assert lines[0] == "<blk> 0" and len(lines) == cfg["model_config"]["vocab_size"]
 
 
+def test_package_reads_as_a_checkpoint(packed):
+    """checkpoint.load_checkpoint puts the format header on what package/load.read_package returns."""
+    from mlma_cli.checkpoint import FORMAT, VERSION, load_checkpoint
+
+    _, pkg, _ = packed
+    ckpt = load_checkpoint(pkg)
+    assert (ckpt["format"], ckpt["version"], ckpt["package"]) == (FORMAT, VERSION, str(pkg))
+    assert {"model_config", "model", "tokenizer"} <= set(ckpt)
+
+
 def test_weights_give_identical_log_probs(packed):
     ckpt, pkg, _ = packed
     torch.manual_seed(0)

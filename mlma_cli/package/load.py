@@ -1,8 +1,9 @@
 """Reading model packages (see the package docstring) and resolving ``hf:ORG/NAME[@revision]`` specs.
 
-``read_package(dir)`` returns a checkpoint-shaped dict (``mlma_cli.checkpoint`` format), so every command that
-takes ``--checkpoint`` accepts a package directory through ``checkpoint.load_checkpoint``. Weights come from
-safetensors, never from a pickle. torch is imported only inside ``read_package``.
+``read_package(dir)`` returns the contents of a checkpoint (the keys of ``train/state.py``'s format that decoding
+reads); ``checkpoint.load_checkpoint`` adds the format header, so every command that takes ``--checkpoint``
+accepts a package directory. This module imports nothing from ``checkpoint.py`` (which imports it). Weights come
+from safetensors, never from a pickle. torch is imported only inside ``read_package``.
 """
 from __future__ import annotations
 
@@ -116,14 +117,13 @@ def read_weights(path: Path) -> Dict[str, Any]:
 
 
 def read_package(path: PathLike) -> Dict[str, Any]:
-    """Package directory -> checkpoint-shaped dict (format "mlma", version 1, ``package`` = the directory).
+    """Package directory -> the checkpoint's contents (``package`` = the directory; no ``format`` / ``version``
+    header: ``checkpoint.load_checkpoint`` adds it).
 
     Checks the tokenizer against the configuration (vocab size = CTC head size); ``load_state_dict`` later
     checks the weights against the configuration.
     """
-    from mlma_cli.checkpoint import FORMAT, VERSION
     from mlma_cli.data.tokenizer import Tokenizer
-
     from mlma_cli.model.config import ENCODERS
 
     path = Path(path)
@@ -140,7 +140,7 @@ def read_package(path: PathLike) -> Dict[str, Any]:
                         "the tokenizer does not belong to these weights: repack with the checkpoint's own tokenizer")
     state = read_weights(path / WEIGHTS)
     return {
-        "format": FORMAT, "version": VERSION, "package": str(path),
+        "package": str(path),
         "model_config": cfg["model_config"], "model": state, "averaged_model": None,
         "num_averaged": cfg.get("num_averaged"), "averaged_from": cfg.get("averaged_from"),
         "tokenizer": tok_path.read_bytes(), "tokenizer_lang_tags": tok.lang_tags,
