@@ -43,6 +43,26 @@ def test_prepare_lists_the_corpora_it_takes():
     assert help_text.split(" | ") == list(CORPUS_NAMES)
 
 
+def test_bench_model_lists_the_scan_backends():
+    """The help is spelled out (cli/ imports no torch for --help); the values are model.config.SCAN_BACKENDS."""
+    import inspect
+
+    from mlma_cli.cli.model_cmds import bench_model
+    from mlma_cli.model.config import SCAN_BACKENDS
+
+    help_text = inspect.signature(bench_model).parameters["scan_backend"].default.help
+    assert help_text.split(" | ") == list(SCAN_BACKENDS)
+
+
+def test_bench_model_rejects_an_unknown_scan_backend_in_one_line(capsys):
+    from mlma_cli.cli.main import run
+
+    assert run(["bench", "model", "--scan-backend", "gpu", "--seconds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--scan-backend: scan_backend='gpu', expected one of auto, torch, cuda" in err
+    assert "internal error" not in err
+
+
 @pytest.mark.parametrize("command", ["decode", "transcribe"])
 def test_decode_and_transcribe_take_the_same_search_options(command):
     import typer.main

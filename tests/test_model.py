@@ -50,6 +50,16 @@ def test_model_invalid_config_rejected(bad):
         named_config("conmamba-tiny", **bad)
 
 
+def test_model_set_scan_backend_switches_every_mixer():
+    with torch.device("meta"):
+        model = build_model(named_config("conmamba-tiny", vocab_size=31))
+    model.set_scan_backend("torch")
+    mixers = [m for m in model.modules() if hasattr(m, "scan_backend")]
+    assert mixers and {m.scan_backend for m in mixers} == {"torch"} and model.config.scan_backend == "torch"
+    with pytest.raises(ValueError, match="expected one of auto, torch, cuda"):
+        model.set_scan_backend("gpu")
+
+
 def test_model_unknown_keys_and_sizes_rejected():
     with pytest.raises(ValueError, match="unknown keys"):
         ModelConfig.from_dict({"d_model": 64, "hidden": 3})

@@ -137,7 +137,7 @@ def bench_model(
                                 "the variants' runs are interleaved."),
     budget: float = typer.Option(10.0, help="Stop repeating a point once its runs have taken this many seconds."),
     max_attn_gb: float = typer.Option(4.0, help="Skip Conformer runs whose attention would need more than this."),
-    scan_backend: str = typer.Option("auto", help="auto | torch | cuda"),
+    scan_backend: str = typer.Option("auto", help="auto | torch | cuda"),  # model.config.SCAN_BACKENDS (tested)
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
     out: Path = typer.Option(Path("bench_model.json"), "--output", "-o", help="JSON results."),
 ) -> None:
@@ -145,10 +145,15 @@ def bench_model(
     from rich.console import Console
 
     from mlma_cli.bench.model import describe_crossover, render_table, run_model_bench
+    from mlma_cli.model.config import check_scan_backend
     from mlma_cli.utils.io import write_json_atomic
 
     if size not in ("tiny", "small", "paper"):
         raise MlmaError(f"--size {size!r}: choose tiny, small or paper")
+    try:
+        check_scan_backend(scan_backend)
+    except ValueError as err:
+        raise MlmaError(f"--scan-backend: {err}") from err
     console = Console(width=max(Console().width, 140))  # the table is wide; don't squeeze it into 80 columns
     variants = ["conmamba", "conformer"] + (["conmamba-mamba2"] if with_mamba2 else [])
 

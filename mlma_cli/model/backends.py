@@ -22,6 +22,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 import torch
 
 from mlma_cli.errors import MissingDependencyError
+from mlma_cli.model.config import check_scan_backend
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ def _log_once(op: str, choice: str, reason: str, level: int = logging.INFO) -> N
 
 
 def _choose(op: str, x: torch.Tensor, backend: str, loader, torch_fn: Callable) -> Callable:
-    if backend not in ("auto", "torch", "cuda"):
-        raise ValueError(f"scan_backend={backend!r}, expected auto|torch|cuda")
+    check_scan_backend(backend)
     if op in FORCED:
         return FORCED[op]
     if backend == "torch":

@@ -13,7 +13,15 @@ MIXERS = ("mamba1", "mamba2")
 ARCHITECTURE_FIELDS = ("encoder", "num_features", "vocab_size", "d_model", "num_layers", "ffn_dim",
                        "subsampling_channels", "conv_kernel", "mixer", "d_state", "d_conv", "expand", "dt_rank",
                        "mamba2_headdim", "bidirectional", "num_heads")
+# Values of scan_backend (model/backends.py chooses the scan for each); check_scan_backend is the one check.
 SCAN_BACKENDS = ("auto", "torch", "cuda")
+
+
+def check_scan_backend(name: str) -> str:
+    """``name`` when it is one of SCAN_BACKENDS, else ValueError."""
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"scan_backend={name!r}, expected one of {', '.join(SCAN_BACKENDS)}")
+    return name
 
 
 @dataclass
@@ -88,8 +96,10 @@ class ModelConfig:
             bad(f"encoder={self.encoder!r}, expected one of {ENCODERS}")
         if self.mixer not in MIXERS:
             bad(f"mixer={self.mixer!r}, expected one of {MIXERS}")
-        if self.scan_backend not in SCAN_BACKENDS:
-            bad(f"scan_backend={self.scan_backend!r}, expected one of {SCAN_BACKENDS}")
+        try:
+            check_scan_backend(self.scan_backend)
+        except ValueError as err:
+            bad(str(err))
         for name in ("num_features", "vocab_size", "d_model", "num_layers", "ffn_dim", "d_state", "d_conv",
                      "expand", "dt_rank", "num_heads", "mamba2_headdim", "mamba2_chunk_size"):
             if getattr(self, name) < 1:

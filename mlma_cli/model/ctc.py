@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from mlma_cli.model.config import ModelConfig
+from mlma_cli.model.config import ModelConfig, check_scan_backend
 from mlma_cli.model.encoders import Encoder
 
 
@@ -41,10 +41,8 @@ class CTCModel(nn.Module):
                     nn.init.xavier_normal_(p)
 
     def set_scan_backend(self, backend: str) -> None:
-        """Switch every Mamba mixer to scan_backend "auto" | "torch" | "cuda" (same weights on either)."""
-        if backend not in ("auto", "torch", "cuda"):
-            raise ValueError(f"scan_backend={backend!r}, expected auto|torch|cuda")
-        self.config.scan_backend = backend
+        """Switch every Mamba mixer to scan_backend ``backend`` (config.SCAN_BACKENDS; same weights on either)."""
+        self.config.scan_backend = check_scan_backend(backend)
         for m in self.modules():
             if hasattr(m, "scan_backend"):
                 m.scan_backend = backend

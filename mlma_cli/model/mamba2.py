@@ -44,7 +44,7 @@ class BiMamba2(nn.Module):
         dt_min, dt_max, dt_init_floor: delta initialisation (into dt_bias).
         bidirectional: add the length-aware backward direction; the two scan outputs are averaged before the
             shared gated norm and out_proj.
-        scan_backend: "auto" | "torch" | "cuda".
+        scan_backend: one of config.SCAN_BACKENDS (see backends.py).
 
     forward(x (B, T, D), lengths (B,) or None) -> (B, T, D).
     """
