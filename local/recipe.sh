@@ -55,6 +55,28 @@ train_conf() {
   exit 1
 }
 
+resolve_speed_perturb() {
+  # resolve_speed_perturb auto|true|false CONF...   prints true or false: whether stage 1 writes the 0.9/1.1 speed
+  #   copies of the training cuts (mlma features --speed-perturb). auto: true when one of the training CONFs reads
+  #   them, i.e. sets neither data.speed_perturb_factors (on-the-fly perturbation, which ignores the copies) nor
+  #   data.speed_perturb: false. Reads the keys as the recipes' configs spell them (block YAML, one per line); an
+  #   override in --train-opts is not seen: give --speed-perturb true|false then.
+  local value=$1 conf
+  shift
+  if [ "$value" != auto ]; then
+    echo "$value"
+    return 0
+  fi
+  for conf in "$@"; do
+    if ! grep -Eq '^[[:space:]]+speed_perturb_factors:[[:space:]]*\[' "$conf" &&
+       ! grep -Eq '^[[:space:]]+speed_perturb:[[:space:]]*false' "$conf"; then
+      echo true
+      return 0
+    fi
+  done
+  echo false
+}
+
 join_by() {
   # join_by SEP ITEM...   prints the items joined by SEP:  join_by , a b c  ->  a,b,c
   local sep=$1

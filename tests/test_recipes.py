@@ -95,15 +95,18 @@ def runs(tmp_path_factory) -> Dict[str, Run]:
         d, e = root / name / "data", root / name / "exp"
         return Run(script, ["--data", str(d), "--exp", str(e), "--nj", "1", *args], env, d, e)
 
+    # stage 1's speed copies three ways: librispeech by default (paper configs, on the fly: none), commonvoice for
+    # the small configs (auto: written), mlma asked for explicitly
     todo = {
         "librispeech": run("librispeech", EGS / "librispeech/run.sh", ["--stop-stage", "2", *ls_parts],
                            _env(LIBRISPEECH=str(ls))),
         # the per-language wrapper, with a second language in the corpus that must be left alone
-        "commonvoice": run("commonvoice", EGS / "commonvoice/de/run.sh", ["--stop-stage", "2"],
+        "commonvoice": run("commonvoice", EGS / "commonvoice/de/run.sh",
+                           ["--stop-stage", "2", "--models", "conmamba_small conformer_small"],
                            _env(COMMONVOICE=str(cv))),
         "fleurs": run("fleurs", EGS / "fleurs/run.sh", ["--stop-stage", "1", "--langs", "de,en"], _env(FLEURS=str(fl))),
         "mlma": run("mlma", EGS / "mlma/run.sh",
-                    ["--stop-stage", "2", "--langs", "en,de", "--vocab-size", "40",
+                    ["--stop-stage", "2", "--langs", "en,de", "--vocab-size", "40", "--speed-perturb", "true",
                      "--ls-train-parts", "train-clean-100", "--ls-dev-parts", "dev-clean"],
                     _env(LIBRISPEECH=str(ls), COMMONVOICE=str(cv), FLEURS=str(fl))),
     }
@@ -162,7 +165,9 @@ def test_librispeech_data_stages(runs):
     for p in parts:
         _manifests(r.data, "librispeech", "en", p)
     assert _datasets(r.data, "fbank") == {f"librispeech/en/{p}" for p in parts}
-    assert _fbank(r.data, "librispeech", "en", "train-clean-100")["speed_perturb"] is True
+    # the default models are the paper configs, which perturb on the fly: no 0.9/1.1 copies written
+    assert _fbank(r.data, "librispeech", "en", "train-clean-100")["speed_perturb"] is False
+    assert "0.9/1.1 speed copies of the training parts: false" in r.stdout
     assert _fbank(r.data, "librispeech", "en", "test-clean")["speed_perturb"] is False
     assert (r.data / "fbank" / "cmvn.json").is_file()
     tok = r.data / "lang" / "tokenizer.model"
@@ -183,7 +188,7 @@ def test_commonvoice_language_recipe_data_stages(runs):
     assert _datasets(r.data, "manifests") == {f"commonvoice/de/{s}" for s in ("train", "dev", "test")}
     assert _datasets(r.data, "fbank") == _datasets(r.data, "manifests")
     meta = _fbank(r.data, "commonvoice", "de", "train")
-    assert meta["speed_perturb"] is True and meta["sampling_rate"] == 16000  # 48 kHz mp3 resampled
+    assert meta["speed_perturb"] is True and meta["sampling_rate"] == 16000  # small configs: copies; 48 kHz resampled
     from mlma_cli.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(str(r.data / "lang" / "tokenizer.model"))
@@ -299,8 +304,35 @@ def test_train_configs_load(conf):
         assert cfg.model["name"].endswith("-paper") and t.dtype == "bfloat16" and t.accum_grad == 4
         assert cfg.data.max_duration == 850
         assert t.eps == 1e-9  # the reference recipe's AdamW epsilon
+        # the reference's speed perturbation, on the fly (features from audio); the offline copies not read
+        assert cfg.data.speed_perturb_factors == [0.95, 1.0, 1.05] and cfg.data.speed_perturb is False
+        assert cfg.data.features in ("auto", "on-the-fly")
+    else:
+        assert cfg.data.speed_perturb_factors is None and cfg.data.speed_perturb is True  # stored 0.9/1.1 copies
     if conf.startswith("mlma/"):
         assert 0.0 < cfg.data.alpha < 1.0  # language-balanced sampling, neither uniform nor natural
+
+
+def test_stage_1_writes_speed_copies_only_for_configs_that_read_them(tmp_path):
+    """local/recipe.sh resolve_speed_perturb on the real configs: paper (on the fly) -> false, small -> true."""
+    other = tmp_path / "other.yaml"
+    other.write_text("data:\n  speed_perturb: false\n  # speed_perturb_factors: [0.9]\n")
+
+    def resolve(value, *confs):
+        script = f'. "{REPO}/local/recipe.sh"; resolve_speed_perturb "$@"'
+        p = subprocess.run(["bash", "-c", script, "_", value, *map(str, confs)], stdout=subprocess.PIPE, text=True,
+                           timeout=30)
+        assert p.returncode == 0
+        return p.stdout.strip()
+
+    for recipe in ("librispeech", "commonvoice", "mlma"):
+        conf = EGS / recipe / "conf"
+        paper = [conf / "train_conmamba_paper.yaml", conf / "train_conformer_paper.yaml"]
+        assert resolve("auto", *paper) == "false", recipe
+        assert resolve("auto", conf / "train_conmamba_small.yaml") == "true", recipe
+        assert resolve("auto", *paper, conf / "train_conformer_small.yaml") == "true", recipe
+        assert resolve("true", *paper) == "true" and resolve("false", conf / "train_conmamba_small.yaml") == "false"
+    assert resolve("auto", other) == "false"
 
 
 def test_recipes_follow_the_conventions():

@@ -1,14 +1,18 @@
 """On-the-fly speed perturbation (data.speed_perturb_factors, the ConMamba reference's 0.95/1.0/1.05)."""
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import make_config  # noqa: E402
+
+PAPER_CONFS = sorted(Path(__file__).resolve().parents[1].glob("egs/*/conf/train_*_paper.yaml"))
 
 
 def test_speed_draw_is_uniform_per_epoch_and_reproducible():
@@ -51,3 +55,21 @@ def test_training_with_on_the_fly_speed_perturbation(tiny_data_dir, tmp_path, ca
     assert result.step == 2 and result.skipped_batches == 0 and result.valid["en/utts"] > 0
     assert seen and all(i.endswith(("_sp0.9", "_sp1.1")) for i in seen)
     assert "changes the audio's speed" in caplog.text
+
+
+def test_training_with_the_paper_configs_speed_perturbation(tiny_data_dir, tmp_path):
+    """The paper configs' data keys (the reference's 0.95/1.0/1.05 on the fly, offline copies off) train end to end."""
+    from mlma_cli.train.loop import train
+
+    keys = ("speed_perturb_factors", "speed_perturb", "features")
+    datas = [yaml.safe_load(p.read_text())["data"] for p in PAPER_CONFS]
+    assert len(PAPER_CONFS) == 6 and all({k: d.get(k) for k in keys} == {k: datas[0].get(k) for k in keys}
+                                         for d in datas)
+    data = {k: datas[0][k] for k in keys if k in datas[0]}
+    assert data["speed_perturb_factors"] == [0.95, 1.0, 1.05]
+    seen = []
+    cfg = make_config(tiny_data_dir, tmp_path / "exp", data=data, train={"max_steps": 2})
+    result = train(cfg, resume=False, on_batch=lambda s, e, ids: seen.extend(ids))
+    assert result.step == 2 and result.skipped_batches == 0
+    speeds = {m.group(1) if (m := re.search(r"_sp([0-9.]+)$", i)) else "1.0" for i in seen}
+    assert seen and speeds <= {"0.95", "1.0", "1.05"} and len(speeds) > 1

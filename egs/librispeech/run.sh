@@ -23,7 +23,9 @@ nj=8                                   # parallel jobs for manifests and feature
 train_parts="train-clean-100 train-clean-360 train-other-500"
 dev_parts="dev-clean dev-other"
 test_parts="test-clean test-other"
-speed_perturb=true                     # 0.9/1.1 copies of the training cuts
+speed_perturb=auto                     # stage 1's 0.9/1.1 copies of the training cuts: auto = when a config in
+                                       # $models trains on them (the small ones; the paper ones draw 0.95/1.0/1.05
+                                       # per utterance on the fly and ignore them), else true | false
 token_type=char                        # the reference recipe uses characters (31 for English)
 vocab_size=500                         # ignored for char
 use_lm=false                           # stage 3: word 3-gram on the training transcripts + HLG graph
@@ -61,7 +63,9 @@ if in_stage 0; then
 fi
 
 if in_stage 1; then
-  log "stage 1: fbank features (speed perturbation of the training parts: $speed_perturb) and global CMVN"
+  confs=(); for model in $models; do confs+=("$(train_conf "$model")"); done
+  speed_perturb=$(resolve_speed_perturb "$speed_perturb" "${confs[@]}")
+  log "stage 1: fbank features (0.9/1.1 speed copies of the training parts: $speed_perturb) and global CMVN"
   sp=(); [ "$speed_perturb" = true ] && sp=(--speed-perturb)
   run_once "$data/.done.features" mlma features --data-dir "$data" --all "${sp[@]}" --jobs "$nj"
 fi

@@ -33,7 +33,9 @@ cv_dev_split="dev"
 cv_test_split="test"
 use_fleurs=true                        # prepare and decode FLEURS test (out-of-domain)
 fleurs_test_split="test"
-speed_perturb=true                     # 0.9/1.1 copies of the training cuts
+speed_perturb=auto                     # stage 1's 0.9/1.1 copies of the training cuts: auto = when a config in
+                                       # $models trains on them (the small ones; the paper ones draw 0.95/1.0/1.05
+                                       # per utterance on the fly and ignore them), else true | false
 token_type=unigram                     # one SentencePiece model over all languages
 vocab_size=1000
 token_alpha=0.3                        # tokenizer text balance: n_l^alpha (0 = equal share, 1 = natural)
@@ -113,7 +115,9 @@ if in_stage 0; then
 fi
 
 if in_stage 1; then
-  log "stage 1: fbank features of every dataset (speed perturbation of the training splits: $speed_perturb), CMVN"
+  confs=(); for model in $models; do confs+=("$(train_conf "$model")"); done
+  speed_perturb=$(resolve_speed_perturb "$speed_perturb" "${confs[@]}")
+  log "stage 1: fbank features of every dataset (0.9/1.1 speed copies of the training splits: $speed_perturb), CMVN"
   sp=(); [ "$speed_perturb" = true ] && sp=(--speed-perturb)
   run_once "$data/.done.features" mlma features --data-dir "$data" --all "${sp[@]}" --jobs "$nj"
 fi
