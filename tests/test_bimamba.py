@@ -68,16 +68,19 @@ def test_bimamba_inits_follow_mamba_ssm():
     assert m2.dt_bias._no_weight_decay and m2.A_b_log._no_weight_decay
 
 
-def _alone_vs_batched(module, lengths, seed=0):
-    """Max |out_alone - out_in_batch| over valid frames; padded frames hold random junk."""
+def _alone_vs_batched(module, lengths, seed=0, grad=False):
+    """Max |out_alone - out_in_batch| over valid frames; padded frames hold random junk.
+
+    grad=False runs under no_grad (BiMamba's time-major inference kernels on CPU), grad=True with autograd on
+    (the fused training kernel)."""
     torch.manual_seed(seed)
     x = torch.randn(len(lengths), max(lengths), 32)
     lens = torch.tensor(lengths)
-    with torch.no_grad():
-        y = module(x, lens)
+    with torch.enable_grad() if grad else torch.no_grad():
+        y = module(x, lens).detach()
         err = 0.0
         for i, n in enumerate(lengths):
-            alone = module(x[i:i + 1, :n], lens[i:i + 1])
+            alone = module(x[i:i + 1, :n], lens[i:i + 1]).detach()
             err = max(err, (alone[0] - y[i, :n]).abs().max().item())
     return err
 
@@ -85,24 +88,79 @@ def _alone_vs_batched(module, lengths, seed=0):
 @pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])
 def test_bimamba_padding_invariant(make):
     assert _alone_vs_batched(make().eval(), [29, 17, 5, 1]) < 1e-5
+    assert _alone_vs_batched(make().eval(), [29, 17, 5, 1], grad=True) < 1e-5
 
 
-@pytest.mark.parametrize("make,path", [(mamba1, "kernel"), (mamba1, "by-parts"), (mamba2, "by-parts")],
-                         ids=["mamba1-kernel", "mamba1-by-parts", "mamba2"])
+@pytest.mark.parametrize("make,path", [(mamba1, "inference-kernels"), (mamba1, "training-kernel"),
+                                       (mamba1, "by-parts"), (mamba2, "by-parts")],
+                         ids=["mamba1-inference-kernels", "mamba1-training-kernel", "mamba1-by-parts", "mamba2"])
 def test_bimamba_backward_direction_is_length_aware(make, path, monkeypatch):
     module = make().eval()
-    if path == "kernel":
+    grad = path == "training-kernel"
+    if path == "inference-kernels":
+        real_tm = scan_cpu_kernel.biscan_tm_fwd
+        # the scan kernel told every sequence is L long reverses the whole padded sequence
+        monkeypatch.setattr(scan_cpu_kernel, "biscan_tm_fwd", lambda lib, *a, **k: real_tm(lib, *a[:7], None, **k))
+    elif path == "training-kernel":
         assert biscan.fused_kernel_applies(torch.zeros(1), 16)
         real = scan_cpu_kernel.biscan_fwd
-        # the fused kernel told every sequence is L long reverses the whole padded tensor
         monkeypatch.setattr(scan_cpu_kernel, "biscan_fwd", lambda lib, *a: real(lib, *a[:8], None, *a[9:]))
     else:
         monkeypatch.setattr(biscan, "fused_kernel_applies", lambda u, n: False)
+        monkeypatch.setattr(scan_cpu_kernel, "load", lambda: None)  # no inference kernels either
         assert _alone_vs_batched(module, [29, 17, 5, 1]) < 1e-5
     # The padding test above must notice a backward direction that flips the whole padded tensor
     monkeypatch.setattr("mlma_cli.model.biscan.reverse_index", lambda lengths, t: None)
     monkeypatch.setattr("mlma_cli.model.mamba2.reverse_index", lambda lengths, t: None)
-    assert _alone_vs_batched(module, [29, 17, 5, 1]) > 1e-4  # vs < 1e-5 when right
+    assert _alone_vs_batched(module, [29, 17, 5, 1], grad=grad) > 1e-4  # vs < 1e-5 when right
+
+
+@pytest.mark.parametrize("d_model", [32, 36], ids=["whole-blocks", "channel-tail"])
+def test_bimamba_inference_kernels_equal_the_autograd_path(d_model):
+    """Without grad on CPU the mixer runs the time-major kernels on cached weights; with autograd, the fused training
+    kernel on the parameters: the same output at valid frames, padded or not."""
+    torch.manual_seed(0)
+    module = BiMamba(d_model, dt_rank=3, scan_backend="torch").eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)   # away from the init's symmetric values
+    x = torch.randn(3, 27, d_model)
+    for lens in (torch.tensor([27, 27, 27]), torch.tensor([27, 12, 1]), None):
+        with torch.inference_mode():
+            fast = module(x, lens)
+        ref = module(x, lens).detach()
+        assert module(x, lens).requires_grad   # the reference did go through autograd
+        valid = torch.ones(3, 27) if lens is None else (torch.arange(27)[None, :] < lens[:, None]).float()
+        assert torch.allclose(fast * valid[..., None], ref * valid[..., None], atol=2e-6), (fast - ref).abs().max()
+
+
+def test_bimamba_inference_weights_follow_parameter_updates():
+    """The cached inference weights are rebuilt after any in-place update (optimizer step, load_state_dict)."""
+    torch.manual_seed(0)
+    module, other = mamba1().eval(), mamba1().eval()
+    x = torch.randn(2, 15, 32)
+
+    def expect():  # with autograd: the training path, straight from the parameters
+        with torch.enable_grad():
+            return module(x).detach()
+
+    with torch.no_grad():
+        first = module(x)
+        assert torch.allclose(first, expect(), atol=2e-6)
+        assert module(x).data_ptr() != first.data_ptr() and torch.equal(module(x), first)
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    module(x).square().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        stepped = module(x)
+    assert not torch.allclose(stepped, first) and torch.allclose(stepped, expect(), atol=2e-6)
+    module.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(module(x), other(x).detach(), atol=1e-7)
+    with torch.no_grad():
+        module.D_b.fill_(3.0)
+        assert torch.allclose(module(x), expect(), atol=2e-6)
+    assert "_inference_cache" not in module.state_dict()
 
 
 @pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])

@@ -7,9 +7,7 @@
 /* Branch-free elementary functions so that the compiler vectorizes every loop that calls them.
    exp: Cody-Waite reduction x = k ln2 + r, degree-6 polynomial (Cephes coefficients, ~1 ulp); input
    clamped to [-87, 88], so below -87 it returns ~1.6e-38 instead of 0 (irrelevant as a decay). */
-static inline float mlma_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+static inline float mlma_exp_clamped(float x) {  /* x already in [-87, 88] */
     float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - k * 0.693359375f;
     r = r - k * -2.12194440e-4f;
@@ -24,6 +22,18 @@ static inline float mlma_exp(float x) {
     float s;
     memcpy(&s, &e, sizeof s);
     return p * s;
+}
+
+static inline float mlma_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    return mlma_exp_clamped(x);
+}
+
+/* mlma_exp for x <= 88 (the scan's decays exp(delta' A) with delta' >= 0, A < 0): the same value, one clamp less */
+static inline float mlma_exp_upto88(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    return mlma_exp_clamped(x);
 }
 
 /* log for finite x >= 1 (only used on 1 + exp(x)): x = m 2^e with m in [sqrt(.5), sqrt(2)),
@@ -374,5 +384,174 @@ int mlma_biscan_bwd(const float *u, const float *delta, const float *A, const fl
         }
     }
     free(buf);
+    return 0;
+}
+
+/* ---- Time-major inference path of the bidirectional mixer ------------------------------------------------------
+   Channels are the fast axis everywhere, so every loop runs across a block of BW channels (one AVX-512 vector, two
+   AVX2 ones) and nothing is reduced horizontally; the frames of a sequence are rows. Two kernels, called between
+   the mixer's matmuls:
+     mlma_biconv_tm:     u = silu(conv(x) + bias) for both directions (the backward direction's conv runs over the
+                         sequence reversed within its length, i.e. anti-causally), reading x straight out of in_proj's
+                         output and writing u as (2, Bsz, L, E);
+     mlma_biscan_tm_fwd: both scans over u, x_proj's (dt, B, C) rows and delta (2, Bsz, L, E), averaged and gated as
+                         mlma_biscan_fwd, into y (Bsz, L, E).
+   Work is split into units of (batch item, block of BW channels); mlma_run spreads units over the OpenMP threads of
+   the libgomp the caller passes (torch's own, so no second thread pool competes for the cores). */
+#define BW 16
+
+typedef int (*mlma_range_fn)(const void *args, int64_t unit0, int64_t unit1);
+typedef void (*mlma_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*mlma_omp_int_fn)(void);
+
+typedef struct {
+    mlma_range_fn fn;
+    const void *args;
+    int64_t units;
+    mlma_omp_int_fn thread_num, num_threads;
+    volatile int failed;
+} mlma_job;
+
+static void mlma_job_body(void *p) {
+    mlma_job *j = (mlma_job *)p;
+    const int64_t tid = j->thread_num(), nth = j->num_threads();
+    const int64_t u0 = j->units * tid / nth, u1 = j->units * (tid + 1) / nth;
+    if (u1 > u0 && j->fn(j->args, u0, u1)) j->failed = 1;
+}
+
+/* fn(args, 0, units) on nthreads OpenMP threads through GOMP_parallel (gomp_parallel, thread_num and num_threads are
+   libgomp's GOMP_parallel, omp_get_thread_num and omp_get_num_threads); serially when gomp_parallel is NULL or
+   nthreads < 2. Returns nonzero if any part failed. */
+int mlma_run(mlma_range_fn fn, const void *args, int64_t units, int64_t nthreads, void *gomp_parallel,
+             void *thread_num, void *num_threads) {
+    if (!gomp_parallel || nthreads < 2 || units < 2) return fn(args, 0, units);
+    mlma_job j = {fn, args, units, (mlma_omp_int_fn)thread_num, (mlma_omp_int_fn)num_threads, 0};
+    ((mlma_gomp_parallel_fn)gomp_parallel)(mlma_job_body, &j, (unsigned)(nthreads < units ? nthreads : units), 0);
+    return j.failed;
+}
+
+typedef struct {
+    const float *x;          /* x[b*xb + t*xt + c]: the first E channels of in_proj's output rows */
+    const float *w;          /* (2, K, E): w[0][k] = conv1d.weight[:, 0, k], w[1][k] = conv1d_b.weight[:, 0, k] */
+    const float *bias;       /* (2, E) */
+    const int64_t *lengths;  /* (Bsz,) or NULL (all L) */
+    float *u;                /* (2, Bsz, L, E) */
+    int64_t xb, xt, Bsz, E, L, K;
+} biconv_tm_args;
+
+/* u[0][t] = silu(b0 + sum_k w0[k] x[t-K+1+k]) (causal), u[1][t] = silu(b1 + sum_k w1[k] x[t+K-1-k]) (the causal conv
+   of the sequence reversed within its length, read in original order); x is zero outside [0, len). Channels
+   [c, c + W) of batch item b: no state, so the loops run over the whole channel range. */
+static void biconv_rows(const biconv_tm_args *a, int64_t b, int64_t c, int64_t W) {
+    const int64_t E = a->E, L = a->L, K = a->K, len = a->lengths ? a->lengths[b] : a->L;
+    const float *x = a->x + b * a->xb + c;
+    for (int dir = 0; dir < 2; dir++) {
+        const float *restrict bias = a->bias + dir * E + c;
+        for (int64_t t = 0; t < L; t++) {
+            /* tap k reads frame t - (K-1) + k (dir 0) or t + (K-1) - k (dir 1): those in [0, len) contribute */
+            int64_t k0 = dir ? t + K - len : K - 1 - t, k1 = dir ? t + K : len - t + K - 1;
+            k0 = k0 < 0 ? 0 : k0;
+            k1 = k1 > K ? K : k1;
+            float *restrict ut = a->u + ((dir * a->Bsz + b) * L + t) * E + c;
+            for (int64_t j = 0; j < W; j++) ut[j] = bias[j];
+            for (int64_t k = k0; k < k1; k++) {
+                const float *restrict xs = x + (dir ? t + K - 1 - k : t - K + 1 + k) * a->xt;
+                const float *restrict wk = a->w + (dir * K + k) * E + c;
+                for (int64_t j = 0; j < W; j++) ut[j] += wk[j] * xs[j];
+            }
+            for (int64_t j = 0; j < W; j++) ut[j] *= mlma_sigmoid(ut[j]);
+        }
+    }
+}
+
+/* units: (batch item, channel block) pairs, b-major; consecutive blocks of one item are done as one range */
+int mlma_biconv_tm(const void *args, int64_t unit0, int64_t unit1) {
+    const biconv_tm_args *a = (const biconv_tm_args *)args;
+    const int64_t blocks = (a->E + BW - 1) / BW;
+    for (int64_t i = unit0; i < unit1;) {
+        const int64_t b = i / blocks, end = (b + 1) * blocks < unit1 ? (b + 1) * blocks : unit1;
+        const int64_t c0 = (i - b * blocks) * BW, c1 = (end - b * blocks) * BW;
+        biconv_rows(a, b, c0, (c1 < a->E ? c1 : a->E) - c0);
+        i = end;
+    }
+    return 0;
+}
+
+typedef struct {
+    const float *u, *delta;  /* (2, Bsz, L, E) */
+    const float *At;         /* (2, N, E): A transposed */
+    const float *bc;         /* B_t of (dir, b) at bc[((dir*Bsz + b)*L + t)*bcs + n], C_t at + N */
+    const float *D, *bias;   /* (2, E) or NULL */
+    const float *z;          /* z[b*zb + t*zt + c] or NULL */
+    const int64_t *lengths;  /* (Bsz,) or NULL */
+    float *y;                /* (Bsz, L, E) */
+    int64_t bcs, zb, zt, Bsz, E, L, N;
+    int softplus;
+} biscan_tm_args;
+
+/* Channels [c, c + W) of batch item b, both directions. SP: softplus on delta (then delta' >= 0 and every decay's
+   exponent is <= 0). N == 16 is unrolled so that the states stay in registers. */
+static inline __attribute__((always_inline)) void biscan_block(const biscan_tm_args *a, int64_t b, int64_t c,
+                                                               const int64_t W, const int64_t N, const int SP) {
+    const int64_t E = a->E, L = a->L, len = a->lengths ? a->lengths[b] : a->L;
+    float h[64 * BW];
+    for (int dir = 0; dir < 2; dir++) {
+        const int64_t row0 = (dir * a->Bsz + b) * L;
+        const float *u = a->u + row0 * E + c, *delta = a->delta + row0 * E + c, *At = a->At + dir * N * E + c;
+        const float *bc = a->bc + row0 * a->bcs;
+        float bias[BW], Dd[BW];
+        for (int64_t j = 0; j < W; j++) {
+            bias[j] = a->bias ? a->bias[dir * E + c + j] : 0.0f;
+            Dd[j] = a->D ? a->D[dir * E + c + j] : 0.0f;
+        }
+        for (int64_t i = 0; i < N * BW; i++) h[i] = 0.0f;
+        for (int64_t s = 0; s < L; s++) {
+            /* the backward direction visits len-1, ..., 0, then the padded frames (their outputs are unspecified) */
+            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
+            const float *ut = u + t * E, *dt = delta + t * E, *bt = bc + t * a->bcs, *ct = bt + N;
+            float dl[BW], du[BW], acc[BW];
+            for (int64_t j = 0; j < W; j++) {
+                const float v = dt[j] + bias[j];
+                dl[j] = SP ? mlma_softplus(v) : v;
+                du[j] = dl[j] * ut[j];
+                acc[j] = 0.0f;
+            }
+#pragma GCC unroll 16
+            for (int64_t n = 0; n < N; n++) {
+                const float bn = bt[n], cn = ct[n], *an = At + n * E;
+                float *hn = h + n * BW;
+                for (int64_t j = 0; j < W; j++) {
+                    const float x = dl[j] * an[j];
+                    const float hv = (SP ? mlma_exp_upto88(x) : mlma_exp(x)) * hn[j] + du[j] * bn;
+                    hn[j] = hv;
+                    acc[j] += hv * cn;
+                }
+            }
+            float *yt = a->y + (b * L + t) * E + c;
+            if (dir == 0) {
+                for (int64_t j = 0; j < W; j++) yt[j] = acc[j] + Dd[j] * ut[j];
+            } else if (a->z) {
+                const float *zt = a->z + b * a->zb + t * a->zt + c;
+                for (int64_t j = 0; j < W; j++) {
+                    const float pre = 0.5f * (yt[j] + (acc[j] + Dd[j] * ut[j]));
+                    yt[j] = pre * zt[j] * mlma_sigmoid(zt[j]);
+                }
+            } else {
+                for (int64_t j = 0; j < W; j++) yt[j] = 0.5f * (yt[j] + (acc[j] + Dd[j] * ut[j]));
+            }
+        }
+    }
+}
+
+int mlma_biscan_tm_fwd(const void *args, int64_t unit0, int64_t unit1) {
+    const biscan_tm_args *a = (const biscan_tm_args *)args;
+    const int64_t blocks = (a->E + BW - 1) / BW, N = a->N;
+    for (int64_t i = unit0; i < unit1; i++) {
+        const int64_t b = i / blocks, c = (i % blocks) * BW;
+        if (c + BW > a->E) biscan_block(a, b, c, a->E - c, N, a->softplus);
+        else if (N == 16 && a->softplus) biscan_block(a, b, c, BW, 16, 1);
+        else if (a->softplus) biscan_block(a, b, c, BW, N, 1);
+        else biscan_block(a, b, c, BW, N, 0);
+    }
     return 0;
 }

@@ -16,6 +16,11 @@ Computed per (batch, channel) row, everything fused (one pass over the inputs):
     h_t = exp(delta'_t A) * h_{t-1} + delta'_t u_t B_t ;  y_t = (<C_t, h_t> + D u_t) * silu(z_t)
 The backward recomputes the row's states into a per-thread buffer of L*N floats, then runs the
 reverse recurrence g_t = dy_t C_t + exp(delta'_{t+1} A) g_{t+1}; nothing of size (B, D, L, N) is kept.
+
+For inference, the bidirectional mixer has two time-major kernels (:func:`biconv_tm`, :func:`biscan_tm_fwd`)
+vectorised across blocks of 16 channels instead of along one row. Their parallel part runs on torch's own
+OpenMP threads (GOMP_parallel of the libgomp torch loaded, found with RTLD_NOLOAD) where there is one, so no
+second pool of threads competes with torch's spinning OpenMP workers for the cores; else on the Python pool.
 """
 from __future__ import annotations
 
@@ -152,6 +157,11 @@ def build_with(command: List[str], label: str = "") -> Optional[ctypes.CDLL]:
         lib.mlma_biscan_fwd.restype = i32
         lib.mlma_biscan_bwd.argtypes = [fp] * 8 + [i64, i64, fp, i32] + [fp] * 9 + [i64] * 6
         lib.mlma_biscan_bwd.restype = i32
+        lib.mlma_run.argtypes = [fp, fp, i64, i64, fp, fp, fp]
+        lib.mlma_run.restype = i32
+        for name in ("mlma_biconv_tm", "mlma_biscan_tm_fwd"):
+            getattr(lib, name).argtypes = [fp, i64, i64]
+            getattr(lib, name).restype = i32
         return lib
     return None
 
@@ -313,3 +323,92 @@ def biscan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool, dy
                                               bsz, dim, length, n, d0, d1),
         ranges, acc, "bidirectional scan backward")
     return du, ddelta, dA, dBt, dCt, dD, dz, dbias
+
+
+# ---- the time-major inference kernels (see the last section of the C file) -----------------------------------------
+
+_BW = 16  # channels per work unit, as BW in the C file
+
+_i64 = ctypes.c_int64
+
+
+class _BiconvArgs(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_void_p) for k in ("x", "w", "bias", "lengths", "u")] + \
+        [(k, _i64) for k in ("xb", "xt", "Bsz", "E", "L", "K")]
+
+
+class _BiscanArgs(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_void_p) for k in ("u", "delta", "At", "bc", "D", "bias", "z", "lengths", "y")] + \
+        [(k, _i64) for k in ("bcs", "zb", "zt", "Bsz", "E", "L", "N")] + [("softplus", ctypes.c_int)]
+
+
+_omp: Optional[Tuple[int, int, int]] = None
+_omp_tried = False
+USE_OMP = True  # run the kernels' parallel parts on torch's OpenMP threads when its libgomp is found
+
+
+def _omp_entries() -> Optional[Tuple[int, int, int]]:
+    """Addresses of GOMP_parallel, omp_get_thread_num, omp_get_num_threads in the libgomp torch already loaded.
+
+    Work handed to these runs on torch's own intra-op threads: a second pool would compete for the cores with the
+    OpenMP workers that spin for a while after each torch op. None where torch has no libgomp (the Python pool is
+    used then)."""
+    global _omp, _omp_tried
+    if not _omp_tried:
+        try:
+            gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # only an already loaded one
+            _omp = tuple(ctypes.cast(getattr(gomp, name), ctypes.c_void_p).value
+                         for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
+        except (OSError, AttributeError):
+            _omp = None
+        _omp_tried = True
+    return _omp
+
+
+def _run_units(lib, name: str, args: ctypes.Structure, units: int) -> None:
+    """Call the C range function ``name`` over work units [0, units), spread over torch.get_num_threads() threads."""
+    threads = max(1, torch.get_num_threads())
+    fn = getattr(lib, name)
+    omp = _omp_entries() if USE_OMP and threads > 1 else None
+    if omp is not None:
+        status = [lib.mlma_run(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(args), units, threads, *omp)]
+    else:
+        status = _run_parallel(lambda u0, u1: fn(ctypes.byref(args), u0, u1), _ranges(units, threads))
+    if any(status):
+        raise MemoryError(f"{name}: could not allocate its work buffer")
+
+
+def biconv_tm(lib, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
+              lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Both directions' depthwise conv + SiLU of a bidirectional mixer, time-major.
+
+    x (B, L, E) float32 with channel stride 1 (e.g. the first half of in_proj's output); w (2, K, E), bias (2, E)
+    contiguous; lengths (B,) int64 contiguous or None. Returns u (2, B, L, E): direction 0 the causal conv,
+    direction 1 the causal conv of each sequence reversed within its length, in original time order.
+    """
+    bsz, length, dim = x.shape
+    u = x.new_empty(2, bsz, length, dim)
+    args = _BiconvArgs(x.data_ptr(), w.data_ptr(), bias.data_ptr(), _ptr(lengths), u.data_ptr(),
+                       x.stride(0), x.stride(1), bsz, dim, length, w.shape[1])
+    _run_units(lib, "mlma_biconv_tm", args, bsz * -(-dim // _BW))
+    return u
+
+
+def biscan_tm_fwd(lib, u, delta, At, bc, D, bias, z, lengths, softplus: bool) -> torch.Tensor:
+    """Both directions' scans of a bidirectional mixer, time-major, averaged and gated (as :func:`biscan_fwd`).
+
+    u, delta (2, B, L, E) contiguous; At (2, N, E) contiguous; bc (2, B, L, S): rows whose first N entries are B_t
+    and next N C_t, channel stride 1 (x_proj's output past the dt columns); D, bias (2, E) or None; z (B, L, E) with
+    channel stride 1, or None; lengths (B,) int64 or None. All float32. Returns y (B, L, E).
+    """
+    _, bsz, length, dim = u.shape
+    n = At.shape[1]
+    rows = bc.stride(2)
+    if bc.stride() != (bsz * length * rows, length * rows, rows, 1):
+        raise ValueError("biscan_tm_fwd: bc must be a column slice of a contiguous (2, B, L, S) tensor")
+    y = u.new_empty(bsz, length, dim)
+    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
+    args = _BiscanArgs(u.data_ptr(), delta.data_ptr(), At.data_ptr(), bc.data_ptr(), _ptr(D), _ptr(bias), _ptr(z),
+                       _ptr(lengths), y.data_ptr(), rows, zb, zt, bsz, dim, length, n, int(softplus))
+    _run_units(lib, "mlma_biscan_tm_fwd", args, bsz * -(-dim // _BW))
+    return y
