@@ -91,23 +91,19 @@ def test_bimamba_padding_invariant(make):
     assert _alone_vs_batched(make().eval(), [29, 17, 5, 1], grad=True) < 1e-5
 
 
-@pytest.mark.parametrize("make,path", [(mamba1, "inference-kernels"), (mamba1, "training-kernel"),
+@pytest.mark.parametrize("make,path", [(mamba1, "kernels-no-grad"), (mamba1, "kernels-autograd"),
                                        (mamba1, "by-parts"), (mamba2, "by-parts")],
-                         ids=["mamba1-inference-kernels", "mamba1-training-kernel", "mamba1-by-parts", "mamba2"])
+                         ids=["mamba1-kernels-no-grad", "mamba1-kernels-autograd", "mamba1-by-parts", "mamba2"])
 def test_bimamba_backward_direction_is_length_aware(make, path, monkeypatch):
     module = make().eval()
-    grad = path == "training-kernel"
-    if path == "inference-kernels":
-        real_tm = scan_cpu_kernel.biscan_tm_fwd
-        # the scan kernel told every sequence is L long reverses the whole padded sequence
-        monkeypatch.setattr(scan_cpu_kernel, "biscan_tm_fwd", lambda lib, *a, **k: real_tm(lib, *a[:7], None, **k))
-    elif path == "training-kernel":
+    grad = path == "kernels-autograd"
+    if path.startswith("kernels"):
         assert biscan.fused_kernel_applies(torch.zeros(1), 16)
-        real = scan_cpu_kernel.biscan_fwd
-        monkeypatch.setattr(scan_cpu_kernel, "biscan_fwd", lambda lib, *a: real(lib, *a[:8], None, *a[9:]))
+        real = scan_cpu_kernel.biscan_tm_fwd
+        # the scan kernel told every sequence is L long reverses the whole padded sequence
+        monkeypatch.setattr(scan_cpu_kernel, "biscan_tm_fwd", lambda lib, *a: real(lib, *a[:7], None, *a[8:]))
     else:
-        monkeypatch.setattr(biscan, "fused_kernel_applies", lambda u, n: False)
-        monkeypatch.setattr(scan_cpu_kernel, "load", lambda: None)  # no inference kernels either
+        monkeypatch.setattr(scan_cpu_kernel, "load", lambda: None)  # no compiled kernels: by parts
         assert _alone_vs_batched(module, [29, 17, 5, 1]) < 1e-5
     # The padding test above must notice a backward direction that flips the whole padded tensor
     monkeypatch.setattr("mlma_cli.model.biscan.reverse_index", lambda lengths, t: None)
@@ -116,9 +112,10 @@ def test_bimamba_backward_direction_is_length_aware(make, path, monkeypatch):
 
 
 @pytest.mark.parametrize("d_model", [32, 36], ids=["whole-blocks", "channel-tail"])
-def test_bimamba_inference_kernels_equal_the_autograd_path(d_model):
-    """Without grad on CPU the mixer runs the time-major kernels on cached weights; with autograd, the fused training
-    kernel on the parameters: the same output at valid frames, padded or not."""
+def test_bimamba_kernel_paths_equal_the_by_parts_path(d_model, monkeypatch):
+    """On CPU the mixer runs the time-major kernels: on cached weights without grad, through their backward passes
+    with autograd. Both equal the by-parts path (two per-direction scans, gathered reversals, torch conv) at valid
+    frames, padded or not, and so do all parameter and input gradients."""
     torch.manual_seed(0)
     module = BiMamba(d_model, dt_rank=3, scan_backend="torch").eval()
     with torch.no_grad():
@@ -126,12 +123,23 @@ def test_bimamba_inference_kernels_equal_the_autograd_path(d_model):
             p.add_(torch.randn_like(p) * 0.1)   # away from the init's symmetric values
     x = torch.randn(3, 27, d_model)
     for lens in (torch.tensor([27, 27, 27]), torch.tensor([27, 12, 1]), None):
+        valid = (torch.ones(3, 27) if lens is None else (torch.arange(27)[None, :] < lens[:, None]).float())[..., None]
+        dy = torch.randn(3, 27, d_model) * valid
+
+        def run():
+            xg = x.clone().requires_grad_()
+            y = module(xg, lens)
+            return [y.detach() * valid] + list(torch.autograd.grad(y, [xg, *module.parameters()], dy))
+
         with torch.inference_mode():
-            fast = module(x, lens)
-        ref = module(x, lens).detach()
-        assert module(x, lens).requires_grad   # the reference did go through autograd
-        valid = torch.ones(3, 27) if lens is None else (torch.arange(27)[None, :] < lens[:, None]).float()
-        assert torch.allclose(fast * valid[..., None], ref * valid[..., None], atol=2e-6), (fast - ref).abs().max()
+            fast = module(x, lens) * valid
+        kernels = run()
+        with monkeypatch.context() as m:
+            m.setattr(scan_cpu_kernel, "load", lambda: None)
+            by_parts = run()
+        assert torch.allclose(fast, by_parts[0], atol=2e-6), (fast - by_parts[0]).abs().max()
+        for name, a, b in zip(["y", "x"] + [n for n, _ in module.named_parameters()], kernels, by_parts):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (name, (a - b).abs().max())
 
 
 def test_bimamba_inference_weights_follow_parameter_updates():

@@ -1,10 +1,12 @@
-"""The fused bidirectional scan (both directions in one C kernel call, the backward one reversed within each length
-by visiting order) against the same math by parts: gathered reversals around a float64 step-by-step scan."""
+"""The bidirectional mixer's time-major C kernels (both directions' scans in one call, the backward one reversed within
+each length by visiting order; both directions' conv + SiLU in one call), values and gradients, against the same math
+by parts: gathered reversals around a float64 step-by-step scan, per-direction convs."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mlma_cli.model import biscan, scan_cpu_kernel
+from mlma_cli.model.masking import reverse_index, reverse_time, zero_padding
 from mlma_cli.model.scan import selective_scan
 
 from scan_helpers import assert_close_scaled
@@ -50,18 +52,29 @@ def check(fn, kw, lengths, softplus=True, tol=1e-5):
 LENGTHS = {"unpadded": None, "padded": torch.tensor([23, 11, 1])}
 
 
+def time_major(u, delta, A, Bt, Ct, D=None, z=None, delta_bias=None, lengths=None, delta_softplus=True, dt_rank=3):
+    """biscan.biscan_time_major on the by-parts layout's inputs, converted differentiably: u, delta to (2, B, L, E),
+    A transposed, B and C as columns of x_proj-like rows (2, B, L, R+2N) after R junk columns."""
+    tm = lambda t: t.permute(1, 0, 3, 2)  # noqa: E731  (B, 2, E, L) -> (2, B, L, E)
+    bsz, _, length, n = Bt.shape
+    rows = torch.cat([torch.full((2, bsz, length, dt_rank), float("nan")), Bt.transpose(0, 1), Ct.transpose(0, 1)], -1)
+    return biscan.biscan_time_major(tm(u), tm(delta), A.transpose(1, 2), rows[..., dt_rank:], D, z, delta_bias,
+                                    lengths, delta_softplus)
+
+
 @pytest.mark.parametrize("lengths", LENGTHS, ids=list(LENGTHS))
 @pytest.mark.parametrize("n", [16, 8, 5])
-def test_fused_kernel_matches_reference(lengths, n):
+@pytest.mark.parametrize("dim", [6, 16, 37], ids=["part-block", "one-block", "blocks+tail"])
+def test_time_major_scan_matches_reference(lengths, n, dim):
     assert biscan.fused_kernel_applies(torch.zeros(1), n), "the kernel builds wherever the tests run"
-    check(biscan.bidirectional_scan, make_inputs(n=n, seed=n), LENGTHS[lengths])
+    check(time_major, make_inputs(n=n, dim=dim, seed=n + dim), LENGTHS[lengths])
 
 
 @pytest.mark.parametrize("opts", [dict(z=False), dict(D=False, bias=False), dict(softplus=False)],
                          ids=["no-gate", "no-skip-no-bias", "no-softplus"])
-def test_fused_kernel_optional_inputs(opts):
+def test_time_major_scan_optional_inputs(opts):
     softplus = opts.get("softplus", True)
-    check(biscan.bidirectional_scan, make_inputs(seed=3, **opts), LENGTHS["padded"], softplus=softplus)
+    check(time_major, make_inputs(seed=3, dim=20, **opts), LENGTHS["padded"], softplus=softplus)
 
 
 @pytest.mark.parametrize("scan", ["fast", "torch-chunked"])
@@ -76,96 +89,66 @@ def test_by_parts_with_the_per_direction_scans_matches_reference(scan, monkeypat
 def test_gate_may_be_a_strided_view():
     kw = make_inputs(seed=5, z=False)
     xz = torch.randn(3, 23, 12)  # like in_proj's output: the gate is the second half of each frame
-    a = biscan.bidirectional_scan(**kw, z=xz[..., 6:], lengths=LENGTHS["padded"])
-    b = biscan.bidirectional_scan(**kw, z=xz[..., 6:].contiguous(), lengths=LENGTHS["padded"])
+    a = time_major(**kw, z=xz[..., 6:], lengths=LENGTHS["padded"])
+    b = time_major(**kw, z=xz[..., 6:].contiguous(), lengths=LENGTHS["padded"])
     assert torch.equal(a, b)
 
 
 def test_shape_errors():
     kw = make_inputs()
-    with pytest.raises(ValueError, match="B, 2, E, L"):
-        biscan.bidirectional_scan(**dict(kw, u=kw["u"][:, :1], delta=kw["delta"][:, :1]))
-    with pytest.raises(ValueError, match="2, E, N"):
-        biscan.bidirectional_scan(**dict(kw, A=kw["A"][:, :, :4]))
-
-
-# ---- the time-major inference kernels (BiMamba under no_grad / inference_mode on CPU) -------------------------------
-
-def tm_inputs(kw, dt_rank=3):
-    """The same inputs in the inference kernels' layouts: u, delta (2, B, L, E), A transposed, and B, C as columns of
-    x_proj-like rows (2, B, L, R+2N) whose first R columns are junk."""
-    tm = lambda t: t.permute(1, 0, 3, 2).contiguous()  # noqa: E731  (B, 2, E, L) -> (2, B, L, E)
-    bsz, _, length, n = kw["Bt"].shape
-    rows = torch.cat([torch.full((2, bsz, length, dt_rank), float("nan")), kw["Bt"].transpose(0, 1),
-                      kw["Ct"].transpose(0, 1)], dim=-1).contiguous()
-    return dict(u=tm(kw["u"]), delta=tm(kw["delta"]), At=kw["A"].transpose(1, 2).contiguous(), bc=rows[..., dt_rank:],
-                D=kw.get("D"), bias=kw.get("delta_bias"), z=kw.get("z"))
-
-
-def tm_reference(kw, lengths, softplus):
-    ref = biscan.bidirectional_scan_by_parts(**{k: v.double() for k, v in kw.items()}, lengths=lengths,
-                                             delta_softplus=softplus, scan=naive_scan)
-    length = kw["u"].shape[-1]
-    valid = torch.ones(ref.shape[:2]) if lengths is None else (torch.arange(length)[None, :] < lengths[:, None])
-    return ref, valid.double()[..., None]
-
-
-@pytest.mark.parametrize("lengths", LENGTHS, ids=list(LENGTHS))
-@pytest.mark.parametrize("n", [16, 8, 5])
-@pytest.mark.parametrize("dim", [6, 16, 37], ids=["part-block", "one-block", "blocks+tail"])
-def test_time_major_scan_kernel_matches_reference(lengths, n, dim):
-    kw = make_inputs(n=n, dim=dim, seed=n + dim)
-    lens = LENGTHS[lengths]
-    y = scan_cpu_kernel.biscan_tm_fwd(scan_cpu_kernel.load(), **tm_inputs(kw), lengths=lens, softplus=True)
-    ref, valid = tm_reference(kw, lens, True)
-    assert y.shape == ref.shape and y.dtype == torch.float32
-    assert_close_scaled(y * valid, ref * valid, 1e-5, "values")
-
-
-@pytest.mark.parametrize("opts", [dict(z=False), dict(D=False, bias=False), dict(softplus=False)],
-                         ids=["no-gate", "no-skip-no-bias", "no-softplus"])
-def test_time_major_scan_kernel_optional_inputs(opts):
-    softplus = opts.get("softplus", True)
-    kw = make_inputs(seed=3, dim=20, **opts)
-    y = scan_cpu_kernel.biscan_tm_fwd(scan_cpu_kernel.load(), **tm_inputs(kw), lengths=LENGTHS["padded"],
-                                      softplus=softplus)
-    ref, valid = tm_reference(kw, LENGTHS["padded"], softplus)
-    assert_close_scaled(y * valid, ref * valid, 1e-5, "values")
+    u = kw["u"].permute(1, 0, 3, 2)
+    bc = torch.randn(2, 3, 23, 32)
+    with pytest.raises(ValueError, match="2, B, L, E"):
+        biscan.biscan_time_major(u[:1], u[:1], kw["A"].transpose(1, 2), bc)
+    with pytest.raises(ValueError, match="2, N, E"):
+        biscan.biscan_time_major(u, u, kw["A"].transpose(1, 2)[..., :4], bc)
+    with pytest.raises(ValueError, match="channel stride 1"):
+        biscan.biscan_time_major(u, u, kw["A"].transpose(1, 2), bc, z=torch.randn(3, 6, 23).transpose(1, 2))
 
 
 @pytest.mark.parametrize("lengths", LENGTHS, ids=list(LENGTHS))
 @pytest.mark.parametrize("dim,k", [(37, 4), (16, 1), (8, 7)])
-def test_time_major_conv_kernel_matches_per_direction_convs(lengths, dim, k):
+def test_time_major_conv_matches_per_direction_convs(lengths, dim, k):
     """Direction 0: the causal depthwise conv; direction 1: the causal conv of each sequence reversed within its
-    length, reversed back; padding is zeros; SiLU after both."""
-    from mlma_cli.model.masking import reverse_index, reverse_time, zero_padding
-
+    length, reversed back; zeros past each length; SiLU after both. Values and gradients."""
     g = torch.Generator().manual_seed(dim + k)
     bsz, length = 3, 23
     lens = LENGTHS[lengths]
-    xz = torch.randn(bsz, length, 2 * dim, generator=g)       # the conv reads the first half of in_proj's rows
-    w, bias = torch.randn(2, dim, 1, k, generator=g), torch.randn(2, dim, generator=g)
-    u = scan_cpu_kernel.biconv_tm(scan_cpu_kernel.load(), xz[..., :dim], w[:, :, 0].transpose(1, 2).contiguous(),
-                                  bias, lens)
+    xz = torch.randn(bsz, length, 2 * dim, generator=g, requires_grad=True)  # the conv reads the first half
+    w = torch.randn(2, k, dim, generator=g, requires_grad=True)
+    bias = torch.randn(2, dim, generator=g, requires_grad=True)
+    u = biscan.biconv_time_major(xz[..., :dim], w, bias, lens)
+    X, W, Bb = (t.detach().double().requires_grad_() for t in (xz, w, bias))
     mask = None if lens is None else torch.arange(length)[None, :] < lens[:, None]
-    x = zero_padding(xz[..., :dim].double(), mask).transpose(1, 2)   # (B, E, L)
+    x = zero_padding(X[..., :dim], mask).transpose(1, 2)                     # (B, E, L)
     idx = reverse_index(lens, length) if lens is not None else None
-    causal = lambda t, d: F.conv1d(t, w[d].double(), bias[d].double(), padding=k - 1, groups=dim)[..., :length]  # noqa: E731
-    ref = torch.stack([causal(x, 0), reverse_time(causal(reverse_time(x, idx, 2), 1), idx, 2)])
-    ref = F.silu(ref).transpose(2, 3)                                 # (2, B, L, E)
-    valid = torch.ones(bsz, length) if mask is None else mask.double()
+    causal = lambda t, d: F.conv1d(t, W[d].t()[:, None], Bb[d], padding=k - 1, groups=dim)[..., :length]  # noqa: E731
+    ref = F.silu(torch.stack([causal(x, 0), reverse_time(causal(reverse_time(x, idx, 2), 1), idx, 2)]))
+    ref = ref.transpose(2, 3)                                               # (2, B, L, E)
+    valid = (torch.ones(bsz, length) if mask is None else mask.double())[None, ..., None]
     assert u.shape == (2, bsz, length, dim)
-    assert_close_scaled(u * valid[None, ..., None], ref * valid[None, ..., None], 1e-6, "conv")
+    assert_close_scaled(u * valid, ref * valid, 1e-6, "values")
+    du = torch.randn(u.shape, generator=g) * valid
+    for name, a, b in zip(["x", "w", "bias"], torch.autograd.grad(u, [xz, w, bias], du),
+                          torch.autograd.grad(ref, [X, W, Bb], du.double())):
+        assert_close_scaled(a, b, 1e-5, f"grad {name}")
 
 
 def test_time_major_kernels_same_result_on_any_thread_count(monkeypatch):
-    """Work units are whole channel blocks, so the split over threads (torch's OpenMP threads, or the Python pool
-    where torch has no libgomp) cannot change a bit."""
-    kw = make_inputs(seed=9, dim=70, length=31)
-    lib = scan_cpu_kernel.load()
-    args = dict(**tm_inputs(kw), lengths=LENGTHS["padded"], softplus=True)
-    one = scan_cpu_kernel.biscan_tm_fwd(lib, **args)
+    """Work units are whole channel blocks and accumulators are per thread: the split over threads (torch's OpenMP
+    threads, or the Python pool where torch has no libgomp) changes the values by rounding at most."""
+    kw = {k: v.requires_grad_() for k, v in make_inputs(seed=9, dim=70, length=31).items()}
+    dy = torch.randn(3, 31, 70)
+
+    def run():
+        y = time_major(**kw, lengths=LENGTHS["padded"])
+        return [y.detach()] + list(torch.autograd.grad(y, list(kw.values()), dy))
+
+    one = run()
     torch.set_num_threads(2)  # the one_torch_thread fixture restores the count
     for omp in (True, False):
         monkeypatch.setattr(scan_cpu_kernel, "USE_OMP", omp)
-        assert torch.equal(scan_cpu_kernel.biscan_tm_fwd(lib, **args), one)
+        two = run()
+        assert torch.equal(two[0], one[0])                # the forward pass: bit for bit
+        for a, b in zip(two[1:], one[1:]):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)   # gradients summed over threads' slots

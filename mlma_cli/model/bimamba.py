@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mlma_cli.model import scan_cpu_kernel
 from mlma_cli.model.backends import selective_scan_for
-from mlma_cli.model.biscan import bidirectional_scan
+from mlma_cli.model.biscan import biconv_time_major, bidirectional_scan_by_parts, biscan_time_major
 from mlma_cli.model.mamba1 import direction_params, mamba1_direction
 from mlma_cli.model.masking import zero_padding
 from mlma_cli.model.scan import selective_scan
@@ -64,8 +64,8 @@ class BiMamba(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         length = x.shape[1]
         xz = self.in_proj(x)                                            # (B, L, 2*d_inner)
-        if self.bidirectional and self._inference_kernels_apply(xz):
-            return self.out_proj(self._bidirectional_inference(xz, lengths))
+        if self.bidirectional and self._kernels_apply(xz):
+            return self.out_proj(self._bidirectional_time_major(xz, lengths).to(xz.dtype))
         if lengths is not None and not torch.compiler.is_exporting() and bool((lengths >= length).all()):
             lengths = None                                              # unpadded batch: no masking work
         mask = None if lengths is None else torch.arange(length, device=x.device)[None, :] < lengths[:, None]
@@ -77,14 +77,80 @@ class BiMamba(nn.Module):
             return self.out_proj(y.transpose(1, 2))
         return self.out_proj(self._bidirectional(xz, lengths, mask, scan))
 
+    def _kernels_apply(self, xz: torch.Tensor) -> bool:
+        """True where :meth:`_bidirectional_time_major` runs: on CPU with the compiled kernel and our own scan chosen,
+        not inside torch.export / torch.compile."""
+        if xz.device.type != "cpu" or self.d_state > scan_cpu_kernel.MAX_STATE:
+            return False
+        if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+            return False
+        return selective_scan_for(xz, self.scan_backend) is selective_scan and scan_cpu_kernel.load() is not None
+
+    def _bidirectional_time_major(self, xz: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """Both directions on CPU, time-major throughout: xz (B, L, 2E) -> gated average (B, L, E), float32.
+
+        Both directions' conv + SiLU is one C kernel reading the x half of xz in place (the backward direction's
+        conv is the anti-causal one within each length: no reversed copies, no masking pass), x_proj and dt_proj are
+        one batched matmul each on the (2, B*L, .) rows, and the scan kernel reads B and C out of x_proj's output and
+        the gate out of xz, vectorised across channels (biscan.biconv_time_major / biscan_time_major, with
+        hand-written backward passes). Without autograd the weights come prepared from :meth:`_inference_weights`.
+        """
+        bsz, length, _ = xz.shape
+        e, r = self.d_inner, self.dt_proj.in_features
+        xz = xz.float()
+        if xz.stride(-1) != 1:
+            xz = xz.contiguous()
+        grad = torch.is_grad_enabled() and (xz.requires_grad or any(p.requires_grad for p in self._step_params()))
+        w = self._step_weights() if grad else self._inference_weights()
+        lens = None if lengths is None else lengths.to(device="cpu", dtype=torch.int64).clamp(max=length).contiguous()
+        u = biconv_time_major(xz[..., :e], w["conv"], w["conv_bias"], lens)                 # (2, B, L, E)
+        x_dbl = torch.bmm(u.view(2, bsz * length, e), w["x_proj"]).float()                   # (2, B*L, R+2N)
+        delta = torch.bmm(x_dbl[..., :r], w["dt_proj"]).float().view(2, bsz, length, e)
+        return biscan_time_major(u, delta, w["A_t"], x_dbl.view(2, bsz, length, -1)[..., r:], w["D"], xz[..., e:],
+                                 w["dt_bias"], lens, delta_softplus=True)
+
+    def _step_params(self) -> list:
+        return [self.conv1d.weight, self.conv1d_b.weight, self.conv1d.bias, self.conv1d_b.bias, self.x_proj.weight,
+                self.x_proj_b.weight, self.dt_proj.weight, self.dt_proj_b.weight, self.dt_proj.bias,
+                self.dt_proj_b.bias, self.A_log, self.A_b_log, self.D, self.D_b]
+
+    def _step_weights(self) -> dict:
+        """Both directions' step weights in the layouts of :meth:`_bidirectional_time_major`, float32, differentiable:
+        conv taps (2, K, E) and bias (2, E), x_proj (2, E, R+2N) and dt_proj (2, R, E) transposed, A (2, N, E)
+        transposed, D and dt bias (2, E)."""
+        pair = lambda a, b: torch.stack([a, b]).float()  # noqa: E731
+        return {
+            "conv": pair(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]).transpose(1, 2),
+            "conv_bias": pair(self.conv1d.bias, self.conv1d_b.bias),
+            "x_proj": pair(self.x_proj.weight, self.x_proj_b.weight).transpose(1, 2),
+            "dt_proj": pair(self.dt_proj.weight, self.dt_proj_b.weight).transpose(1, 2),
+            "A_t": (-torch.exp(pair(self.A_log, self.A_b_log))).transpose(1, 2),
+            "D": pair(self.D, self.D_b),
+            "dt_bias": pair(self.dt_proj.bias, self.dt_proj_b.bias),
+        }
+
+    def _inference_weights(self) -> dict:
+        """:meth:`_step_weights` without autograd, contiguous, built once and reused until a parameter changes (its
+        storage or its version counter, which every in-place update such as an optimizer step or load_state_dict
+        bumps); the cache holds the parameters' storage, so an address is never reused while it is compared."""
+        params = self._step_params()
+        key = [(p.data_ptr(), p._version) for p in params]
+        cached = self.__dict__.get("_inference_cache")
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        with torch.inference_mode(False), torch.no_grad():
+            weights = {k: v.contiguous() if k in ("conv", "A_t") else v for k, v in self._step_weights().items()}
+        self.__dict__["_inference_cache"] = (key, [p.detach() for p in params], weights)
+        return weights
+
     def _bidirectional(self, xz: torch.Tensor, lengths: Optional[torch.Tensor], mask: Optional[torch.Tensor],
                        scan) -> torch.Tensor:
-        """Both directions on the original time order: xz (B, L, 2*d_inner) -> gated average (B, L, d_inner).
+        """Both directions by parts (CUDA, no C compiler, ONNX export): xz (B, L, 2*d_inner) -> (B, L, d_inner).
 
         The backward direction's causal conv over the reversed sequence is an anti-causal conv over the original
         one, so one depthwise conv with 2K-1 taps serves both (each direction's taps on its own side, zeros on the
-        other), x_proj and dt_proj of both directions are one batched matmul each, and the scan visits the backward
-        direction's frames last-to-first within each length (biscan.py).
+        other), x_proj and dt_proj of both directions are one batched matmul each; then two calls of the
+        per-direction scan with gathered reversals (biscan.bidirectional_scan_by_parts).
         """
         bsz, length, _ = xz.shape
         e, n, k = self.d_inner, self.d_state, self.conv1d.kernel_size[0]
@@ -96,72 +162,9 @@ class BiMamba(nn.Module):
         dt, Bt, Ct = torch.split(x_dbl, [self.dt_proj.in_features, n, n], dim=-1)
         delta = torch.matmul(self._stack("dt_proj", "weight"), dt.transpose(2, 3))                # (B, 2, E, L)
         A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
-        return bidirectional_scan(u, delta, A, Bt, Ct, torch.stack([self.D, self.D_b]).float(), z=xz[..., e:],
-                                  delta_bias=self._stack("dt_proj", "bias").float(), lengths=lengths,
-                                  delta_softplus=True, scan=None if scan is selective_scan else scan)
-
-    def _inference_kernels_apply(self, xz: torch.Tensor) -> bool:
-        """True where :meth:`_bidirectional_inference` runs: float32 on CPU with the compiled kernel, our own scan
-        chosen, no gradient wanted, not inside torch.export / torch.compile."""
-        if xz.device.type != "cpu" or xz.dtype != torch.float32 or self.d_state > scan_cpu_kernel.MAX_STATE:
-            return False
-        if torch.compiler.is_exporting() or torch.compiler.is_compiling():
-            return False
-        if torch.is_grad_enabled() and (xz.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return False
-        return selective_scan_for(xz, self.scan_backend) is selective_scan and scan_cpu_kernel.load() is not None
-
-    def _bidirectional_inference(self, xz: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        """:meth:`_bidirectional`'s result without autograd, time-major throughout: xz (B, L, 2E) -> (B, L, E).
-
-        Both directions' conv + SiLU is one C kernel reading the x half of xz in place (the backward direction's
-        conv anti-causal within each length, no masking pass), x_proj and dt_proj are one batched matmul each on
-        the (2, B*L, .) rows, and the scan kernel reads B and C out of x_proj's output and the gate out of xz,
-        vectorised across channels (``scan_cpu_kernel.biscan_tm_fwd``). Weights come prepared from
-        :meth:`_inference_weights`.
-        """
-        lib = scan_cpu_kernel.load()
-        w = self._inference_weights()
-        bsz, length, _ = xz.shape
-        e, r = self.d_inner, self.dt_proj.in_features
-        if xz.stride(-1) != 1:
-            xz = xz.contiguous()
-        lens = None if lengths is None else lengths.to(device="cpu", dtype=torch.int64).clamp(max=length).contiguous()
-        u = scan_cpu_kernel.biconv_tm(lib, xz[..., :e], w["conv"], w["conv_bias"], lens)   # (2, B, L, E)
-        x_dbl = torch.bmm(u.view(2, bsz * length, e), w["x_proj"])                          # (2, B*L, R+2N)
-        delta = torch.bmm(x_dbl[..., :r], w["dt_proj"]).view(2, bsz, length, e)
-        return scan_cpu_kernel.biscan_tm_fwd(lib, u, delta, w["A_t"], x_dbl.view(2, bsz, length, -1)[..., r:],
-                                             w["D"], w["dt_bias"], xz[..., e:], lens, softplus=True)
-
-    def _inference_weights(self) -> dict:
-        """Both directions' step weights in the layouts of :meth:`_bidirectional_inference`, float32: conv taps
-        (2, K, E) and bias (2, E), x_proj (2, E, R+2N) and dt_proj (2, R, E) transposed, A (2, N, E) transposed,
-        D and dt bias (2, E).
-
-        Built once and reused until a parameter changes (its storage or its version counter, which every in-place
-        update such as an optimizer step or load_state_dict bumps); the cache holds the parameters' storage, so an
-        address is never reused while it is compared against.
-        """
-        params = [self.conv1d.weight, self.conv1d_b.weight, self.conv1d.bias, self.conv1d_b.bias, self.x_proj.weight,
-                  self.x_proj_b.weight, self.dt_proj.weight, self.dt_proj_b.weight, self.dt_proj.bias,
-                  self.dt_proj_b.bias, self.A_log, self.A_b_log, self.D, self.D_b]
-        key = [(p.data_ptr(), p._version) for p in params]
-        cached = self.__dict__.get("_inference_cache")
-        if cached is not None and cached[0] == key:
-            return cached[2]
-        with torch.inference_mode(False), torch.no_grad():
-            pair = lambda a, b: torch.stack([a, b]).float()  # noqa: E731
-            weights = {
-                "conv": pair(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]).transpose(1, 2).contiguous(),
-                "conv_bias": pair(self.conv1d.bias, self.conv1d_b.bias),
-                "x_proj": pair(self.x_proj.weight, self.x_proj_b.weight).transpose(1, 2),
-                "dt_proj": pair(self.dt_proj.weight, self.dt_proj_b.weight).transpose(1, 2),
-                "A_t": (-torch.exp(pair(self.A_log, self.A_b_log))).transpose(1, 2).contiguous(),
-                "D": pair(self.D, self.D_b),
-                "dt_bias": pair(self.dt_proj.bias, self.dt_proj_b.bias),
-            }
-        self.__dict__["_inference_cache"] = (key, [p.detach() for p in params], weights)
-        return weights
+        return bidirectional_scan_by_parts(u, delta, A, Bt, Ct, torch.stack([self.D, self.D_b]).float(),
+                                           z=xz[..., e:], delta_bias=self._stack("dt_proj", "bias").float(),
+                                           lengths=lengths, delta_softplus=True, scan=scan)
 
     def _stack(self, module: str, param: str) -> torch.Tensor:
         """A parameter of both directions' modules (conv1d / conv1d_b, ...), stacked: (2, ...)."""

@@ -243,164 +243,22 @@ int mlma_scan_bwd(const float *u, const float *delta, const float *A, const floa
     return 0;
 }
 
-/* ---- Both directions of a bidirectional mixer in one call ------------------------------------------------------
-   Channel d of direction 0 (forward) and of direction 1 (backward) are computed together, so their average is
-   formed in registers. Both directions' inputs are in the original time order: the backward direction's recurrence
-   visits t = len-1, ..., 0 (its sequence reversed within its own length), then the padded frames len..L-1 (their
-   outputs are unspecified), so no reversed copies exist anywhere.
-     u, delta: (Bsz, 2, E, L)     A: (2, E, N)     Bt, Ct: (Bsz, 2, L, N)     D, bias: (2, E) or NULL
-     z: z[b*zb + t*zt + d] or NULL (a time-major view, e.g. the gate half of in_proj's output)
-     lengths: (Bsz,) or NULL (all L)
-     y: (Bsz, L, E) time-major = 0.5 * sum over directions of (<C_t, h_t> + D u_t), times silu(z_t) */
-typedef struct {
-    const float *u, *delta, *A, *Bt, *Ct, *D, *bias, *z;
-    const int64_t *lengths;
-    int64_t zb, zt, Bsz, E, L, N;
-    int softplus;
-} bi_args;
-
-/* order[s] for the backward direction of a sequence of length len within L frames */
-static void reverse_order(int64_t *order, int64_t len, int64_t L) {
-    for (int64_t s = 0; s < L; s++) order[s] = s < len ? len - 1 - s : s;
-}
-
-/* Recurrence of direction dir for channel d of batch item b: dl <- delta', ys <- <C, h>; hbuf/abuf as row_scan */
-static void bi_row(const bi_args *a, int64_t b, int dir, int64_t d, const int64_t *order, float *dl, float *ys,
-                   float *hbuf, float *abuf) {
-    const int64_t E = a->E, L = a->L, N = a->N;
-    const int64_t row = ((b * 2 + dir) * E + d) * L, off = (b * 2 + dir) * L * N, ch = dir * E + d;
-    scan_args sa = {0};
-    sa.L = L;
-    sa.softplus = a->softplus;
-    row_delta(&sa, a->delta + row, a->bias ? a->bias[ch] : 0.0f, dl);
-#define BI(NV) row_scan(a->u + row, dl, a->A + ch * N, a->Bt + off, a->Ct + off, ys, L, NV, hbuf, abuf, \
-                        dir ? order : NULL)
-    DISPATCH_N(BI)
-#undef BI
-}
-
-/* Forward for channels [d0, d1). Returns 1 if out of memory. */
-int mlma_biscan_fwd(const float *u, const float *delta, const float *A, const float *Bt, const float *Ct,
-                    const float *D, const float *bias, const float *z, int64_t zb, int64_t zt,
-                    const int64_t *lengths, int softplus, float *y,
-                    int64_t Bsz, int64_t E, int64_t L, int64_t N, int64_t d0, int64_t d1) {
-    bi_args a = {u, delta, A, Bt, Ct, D, bias, z, lengths, zb, zt, Bsz, E, L, N, softplus};
-    float *buf = (float *)malloc(sizeof(float) * 3 * (size_t)L + sizeof(int64_t) * (size_t)L);
-    if (!buf) return 1;
-    float *dl = buf, *ys0 = buf + L, *ys1 = buf + 2 * L;
-    int64_t *order = (int64_t *)(buf + 3 * L);
-    for (int64_t b = 0; b < Bsz; b++) {
-        reverse_order(order, lengths ? lengths[b] : L, L);
-        for (int64_t d = d0; d < d1; d++) {
-            bi_row(&a, b, 0, d, order, dl, ys0, NULL, NULL);
-            bi_row(&a, b, 1, d, order, dl, ys1, NULL, NULL);
-            const float *u0 = u + ((b * 2) * E + d) * L, *u1 = u + ((b * 2 + 1) * E + d) * L;
-            const float D0 = D ? D[d] : 0.0f, D1 = D ? D[E + d] : 0.0f;
-            float *yr = y + b * L * E + d;
-            for (int64_t t = 0; t < L; t++) {
-                const float pre = 0.5f * ((ys0[t] + D0 * u0[t]) + (ys1[t] + D1 * u1[t]));
-                if (z) {
-                    const float zv = z[b * zb + t * zt + d];
-                    yr[t * E] = pre * zv * mlma_sigmoid(zv);
-                } else {
-                    yr[t * E] = pre;
-                }
-            }
-        }
-    }
-    free(buf);
-    return 0;
-}
-
-/* Backward for channels [d0, d1) given dy (Bsz, L, E) time-major. Writes du, ddelta (Bsz, 2, E, L) and dz
-   (Bsz, L, E, if z) at these channels; dA, dD, dbias at (dir, d) for these channels; accumulates into this
-   worker's private dBt, dCt (Bsz, 2, L, N). Returns 1 if out of memory. */
-int mlma_biscan_bwd(const float *u, const float *delta, const float *A, const float *Bt, const float *Ct,
-                    const float *D, const float *bias, const float *z, int64_t zb, int64_t zt,
-                    const int64_t *lengths, int softplus, const float *dy,
-                    float *du, float *ddelta, float *dA, float *dBt, float *dCt, float *dD, float *dz,
-                    float *dbias, int64_t Bsz, int64_t E, int64_t L, int64_t N, int64_t d0, int64_t d1) {
-    bi_args a = {u, delta, A, Bt, Ct, D, bias, z, lengths, zb, zt, Bsz, E, L, N, softplus};
-    /* per direction: states (L+1)N, decays LN, delta' L, ys L; shared: dys, dd L each; order L */
-    const size_t per = (2 * (size_t)L + 1) * (size_t)N + 2 * (size_t)L;
-    float *buf = (float *)malloc(sizeof(float) * (2 * per + 2 * (size_t)L) + sizeof(int64_t) * (size_t)L);
-    if (!buf) return 1;
-    float *hb[2], *ab[2], *dl[2], *ys[2];
-    for (int k = 0; k < 2; k++) {
-        hb[k] = buf + k * per;
-        ab[k] = hb[k] + (L + 1) * N;
-        dl[k] = ab[k] + L * N;
-        ys[k] = dl[k] + L;
-    }
-    float *dys = buf + 2 * per, *dd = dys + L;
-    int64_t *order = (int64_t *)(dd + L);
-    for (int64_t d = d0; d < d1; d++) {
-        float dD_acc[2] = {0.0f, 0.0f}, db_acc[2] = {0.0f, 0.0f};
-        for (int64_t b = 0; b < Bsz; b++) {
-            reverse_order(order, lengths ? lengths[b] : L, L);
-            for (int dir = 0; dir < 2; dir++) {
-                for (int64_t n = 0; n < N; n++) hb[dir][n] = 0.0f;
-                bi_row(&a, b, dir, d, order, dl[dir], ys[dir], hb[dir] + N, ab[dir]);
-            }
-            const float *u0 = u + ((b * 2) * E + d) * L, *u1 = u + ((b * 2 + 1) * E + d) * L;
-            const float D0 = D ? D[d] : 0.0f, D1 = D ? D[E + d] : 0.0f;
-            const float *dyr = dy + b * L * E + d;
-            /* y = 0.5 (pre0 + pre1) silu(z): both directions' recurrences receive dys = 0.5 dy silu(z) */
-            for (int64_t t = 0; t < L; t++) {
-                const float g = 0.5f * dyr[t * E];
-                if (z) {
-                    const float zv = z[b * zb + t * zt + d], sg = mlma_sigmoid(zv);
-                    const float pre = (ys[0][t] + D0 * u0[t]) + (ys[1][t] + D1 * u1[t]);
-                    dys[t] = g * zv * sg;
-                    dz[b * L * E + t * E + d] = g * pre * sg * (1.0f + zv * (1.0f - sg));
-                } else {
-                    dys[t] = g;
-                }
-            }
-            for (int dir = 0; dir < 2; dir++) {
-                const int64_t row = ((b * 2 + dir) * E + d) * L, off = (b * 2 + dir) * L * N, ch = dir * E + d;
-                const float *ur = u + row;
-                float *dur = du + row, *ddr = ddelta + row;
-                const float Dd = dir ? D1 : D0;
-                for (int64_t t = 0; t < L; t++) dD_acc[dir] += dys[t] * ur[t];
-#define BBWD(NV) row_bwd(ur, dl[dir], A + ch * N, Bt + off, Ct + off, dys, dur, dd, dA + ch * N, dBt + off, \
-                         dCt + off, L, NV, hb[dir], ab[dir], dir ? order : NULL)
-                DISPATCH_N(BBWD)
-#undef BBWD
-                for (int64_t t = 0; t < L; t++) dur[t] += Dd * dys[t];
-                const float bd = bias ? bias[ch] : 0.0f;
-                const float *dr = delta + row;
-                if (softplus) {
-                    for (int64_t t = 0; t < L; t++) ddr[t] = dd[t] * mlma_sigmoid(dr[t] + bd);
-                } else {
-                    for (int64_t t = 0; t < L; t++) ddr[t] = dd[t];
-                }
-                for (int64_t t = 0; t < L; t++) db_acc[dir] += ddr[t];
-            }
-        }
-        for (int dir = 0; dir < 2; dir++) {
-            if (dD) dD[dir * E + d] = dD_acc[dir];
-            if (dbias) dbias[dir * E + d] = db_acc[dir];
-        }
-    }
-    free(buf);
-    return 0;
-}
-
-/* ---- Time-major inference path of the bidirectional mixer ------------------------------------------------------
+/* ---- Both directions of a bidirectional mixer, time-major ---------------------------------------------------------
    Channels are the fast axis everywhere, so every loop runs across a block of BW channels (one AVX-512 vector, two
-   AVX2 ones) and nothing is reduced horizontally; the frames of a sequence are rows. Two kernels, called between
-   the mixer's matmuls:
+   AVX2 ones) and the state update needs no horizontal sum; the frames of a sequence are rows. Two kernels, called
+   between the mixer's matmuls (and their backward passes further down):
      mlma_biconv_tm:     u = silu(conv(x) + bias) for both directions (the backward direction's conv runs over the
                          sequence reversed within its length, i.e. anti-causally), reading x straight out of in_proj's
                          output and writing u as (2, Bsz, L, E);
-     mlma_biscan_tm_fwd: both scans over u, x_proj's (dt, B, C) rows and delta (2, Bsz, L, E), averaged and gated as
-                         mlma_biscan_fwd, into y (Bsz, L, E).
+     mlma_biscan_tm_fwd: both scans over u, x_proj's (dt, B, C) rows and delta (2, Bsz, L, E), the backward one
+                         visiting t = len-1, ..., 0 and then the padded frames (so no reversed copies exist), into
+                         y (Bsz, L, E) = 0.5 * sum over directions of (<C_t, h_t> + D u_t), times silu(z_t).
    Work is split into units of (batch item, block of BW channels); mlma_run spreads units over the OpenMP threads of
    the libgomp the caller passes (torch's own, so no second thread pool competes for the cores). */
 #define BW 16
 
-typedef int (*mlma_range_fn)(const void *args, int64_t unit0, int64_t unit1);
+/* a range function does units [unit0, unit1); slot (< the thread count) names the caller's private accumulators */
+typedef int (*mlma_range_fn)(const void *args, int64_t unit0, int64_t unit1, int64_t slot);
 typedef void (*mlma_gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*mlma_omp_int_fn)(void);
 
@@ -416,7 +274,7 @@ static void mlma_job_body(void *p) {
     mlma_job *j = (mlma_job *)p;
     const int64_t tid = j->thread_num(), nth = j->num_threads();
     const int64_t u0 = j->units * tid / nth, u1 = j->units * (tid + 1) / nth;
-    if (u1 > u0 && j->fn(j->args, u0, u1)) j->failed = 1;
+    if (u1 > u0 && j->fn(j->args, u0, u1, tid)) j->failed = 1;
 }
 
 /* fn(args, 0, units) on nthreads OpenMP threads through GOMP_parallel (gomp_parallel, thread_num and num_threads are
@@ -424,7 +282,7 @@ static void mlma_job_body(void *p) {
    nthreads < 2. Returns nonzero if any part failed. */
 int mlma_run(mlma_range_fn fn, const void *args, int64_t units, int64_t nthreads, void *gomp_parallel,
              void *thread_num, void *num_threads) {
-    if (!gomp_parallel || nthreads < 2 || units < 2) return fn(args, 0, units);
+    if (!gomp_parallel || nthreads < 2 || units < 2) return fn(args, 0, units, 0);
     mlma_job j = {fn, args, units, (mlma_omp_int_fn)thread_num, (mlma_omp_int_fn)num_threads, 0};
     ((mlma_gomp_parallel_fn)gomp_parallel)(mlma_job_body, &j, (unsigned)(nthreads < units ? nthreads : units), 0);
     return j.failed;
@@ -465,7 +323,8 @@ static void biconv_rows(const biconv_tm_args *a, int64_t b, int64_t c, int64_t W
 }
 
 /* units: (batch item, channel block) pairs, b-major; consecutive blocks of one item are done as one range */
-int mlma_biconv_tm(const void *args, int64_t unit0, int64_t unit1) {
+int mlma_biconv_tm(const void *args, int64_t unit0, int64_t unit1, int64_t slot) {
+    (void)slot;
     const biconv_tm_args *a = (const biconv_tm_args *)args;
     const int64_t blocks = (a->E + BW - 1) / BW;
     for (int64_t i = unit0; i < unit1;) {
@@ -543,7 +402,8 @@ static inline __attribute__((always_inline)) void biscan_block(const biscan_tm_a
     }
 }
 
-int mlma_biscan_tm_fwd(const void *args, int64_t unit0, int64_t unit1) {
+int mlma_biscan_tm_fwd(const void *args, int64_t unit0, int64_t unit1, int64_t slot) {
+    (void)slot;
     const biscan_tm_args *a = (const biscan_tm_args *)args;
     const int64_t blocks = (a->E + BW - 1) / BW, N = a->N;
     for (int64_t i = unit0; i < unit1; i++) {
@@ -553,5 +413,214 @@ int mlma_biscan_tm_fwd(const void *args, int64_t unit0, int64_t unit1) {
         else if (a->softplus) biscan_block(a, b, c, BW, N, 1);
         else biscan_block(a, b, c, BW, N, 0);
     }
+    return 0;
+}
+
+/* ---- Their backward passes (training) ----------------------------------------------------------------------------
+   Gradients shared by work units (weights, per-channel parameters, B and C which every channel reads) go to the
+   calling thread's private slot of an accumulator buffer; the caller sums the slots. */
+
+typedef struct {
+    biconv_tm_args f;
+    const float *du;   /* (2, Bsz, L, E): gradient of u */
+    float *dx;         /* dx[b*dxb + t*dxt + c]: written (not accumulated) at this unit's channels */
+    float *acc;        /* per slot: dw (2, K, E), then dbias (2, E) */
+    int64_t dxb, dxt, acc_stride;
+} biconv_tm_bwd_args;
+
+static int biconv_bwd_rows(const biconv_tm_bwd_args *g, int64_t b, int64_t c, int64_t W, float *acc) {
+    const biconv_tm_args *a = &g->f;
+    const int64_t E = a->E, L = a->L, K = a->K, len = a->lengths ? a->lengths[b] : a->L;
+    const float *x = a->x + b * a->xb + c;
+    float *dx = g->dx + b * g->dxb + c;
+    float *pre = (float *)malloc(sizeof(float) * (size_t)W);
+    if (!pre) return 1;
+    for (int64_t t = 0; t < L; t++) {
+        float *restrict dxt = dx + t * g->dxt;
+        for (int64_t j = 0; j < W; j++) dxt[j] = 0.0f;
+    }
+    for (int dir = 0; dir < 2; dir++) {
+        const float *restrict bias = a->bias + dir * E + c;
+        float *restrict dbias = acc + 2 * K * E + dir * E + c;
+        for (int64_t t = 0; t < L; t++) {
+            int64_t k0 = dir ? t + K - len : K - 1 - t, k1 = dir ? t + K : len - t + K - 1;
+            k0 = k0 < 0 ? 0 : k0;
+            k1 = k1 > K ? K : k1;
+            float *restrict p = pre;
+            for (int64_t j = 0; j < W; j++) p[j] = bias[j];
+            for (int64_t k = k0; k < k1; k++) {
+                const float *restrict xs = x + (dir ? t + K - 1 - k : t - K + 1 + k) * a->xt;
+                const float *restrict wk = a->w + (dir * K + k) * E + c;
+                for (int64_t j = 0; j < W; j++) p[j] += wk[j] * xs[j];
+            }
+            /* d silu(p) / dp = s (1 + p (1 - s)), s = sigmoid(p) */
+            const float *restrict dut = g->du + ((dir * a->Bsz + b) * L + t) * E + c;
+            for (int64_t j = 0; j < W; j++) {
+                const float sg = mlma_sigmoid(p[j]);
+                p[j] = dut[j] * sg * (1.0f + p[j] * (1.0f - sg));
+                dbias[j] += p[j];
+            }
+            for (int64_t k = k0; k < k1; k++) {
+                const int64_t s = dir ? t + K - 1 - k : t - K + 1 + k;
+                const float *restrict xs = x + s * a->xt, *restrict wk = a->w + (dir * K + k) * E + c;
+                float *restrict dxs = dx + s * g->dxt, *restrict dwk = acc + (dir * K + k) * E + c;
+                for (int64_t j = 0; j < W; j++) {
+                    dxs[j] += wk[j] * p[j];
+                    dwk[j] += xs[j] * p[j];
+                }
+            }
+        }
+    }
+    free(pre);
+    return 0;
+}
+
+int mlma_biconv_tm_bwd(const void *args, int64_t unit0, int64_t unit1, int64_t slot) {
+    const biconv_tm_bwd_args *g = (const biconv_tm_bwd_args *)args;
+    const int64_t blocks = (g->f.E + BW - 1) / BW;
+    for (int64_t i = unit0; i < unit1;) {
+        const int64_t b = i / blocks, end = (b + 1) * blocks < unit1 ? (b + 1) * blocks : unit1;
+        const int64_t c0 = (i - b * blocks) * BW, c1 = (end - b * blocks) * BW;
+        if (biconv_bwd_rows(g, b, c0, (c1 < g->f.E ? c1 : g->f.E) - c0, g->acc + slot * g->acc_stride)) return 1;
+        i = end;
+    }
+    return 0;
+}
+
+typedef struct {
+    biscan_tm_args f;
+    const float *dy;      /* (Bsz, L, E) contiguous */
+    float *du, *ddelta;   /* (2, Bsz, L, E) */
+    float *dz;            /* (Bsz, L, E) contiguous, or NULL */
+    float *acc;           /* per slot: dAt (2, N, E), dD (2, E), dbias (2, E), dbc (2, Bsz, L, 2N) */
+    int64_t acc_stride;
+} biscan_tm_bwd_args;
+
+/* Backward of biscan_block for channels [c, c + W) of batch item b. buf: this thread's work buffer. */
+static inline __attribute__((always_inline)) void biscan_bwd_block(const biscan_tm_bwd_args *g, int64_t b,
+                                                                   int64_t c, const int64_t W, const int64_t N,
+                                                                   const int SP, float *buf, float *acc) {
+    const biscan_tm_args *a = &g->f;
+    const int64_t E = a->E, L = a->L, len = a->lengths ? a->lengths[b] : a->L;
+    /* per step s: states after it (hb row s+1; row 0 is the zero start), decays ab, delta' dl; per frame t: the
+       gradient gy reaching both recurrences' outputs, direction 0's <C, h> + D u */
+    float *hb = buf, *ab = hb + (L + 1) * N * BW, *dlb = ab + L * N * BW, *gy = dlb + L * BW, *pre0 = gy + L * BW;
+    const float *dy = g->dy + b * L * E + c;
+    for (int64_t t = 0; t < L; t++) {
+        const float *zt = a->z ? a->z + b * a->zb + t * a->zt + c : NULL;
+        for (int64_t j = 0; j < W; j++)
+            gy[t * BW + j] = 0.5f * dy[t * E + j] * (zt ? zt[j] * mlma_sigmoid(zt[j]) : 1.0f);
+    }
+    float *dAt = acc, *dD = acc + 2 * N * E, *dbias = dD + 2 * E, *dbc = dbias + 2 * E;
+    for (int dir = 0; dir < 2; dir++) {
+        const int64_t row0 = (dir * a->Bsz + b) * L;
+        const float *u = a->u + row0 * E + c, *delta = a->delta + row0 * E + c, *At = a->At + dir * N * E + c;
+        const float *bc = a->bc + row0 * a->bcs;
+        float *du = g->du + row0 * E + c, *ddelta = g->ddelta + row0 * E + c, *dbcr = dbc + row0 * 2 * N;
+        float bias[BW], Dd[BW];
+        for (int64_t j = 0; j < W; j++) {
+            bias[j] = a->bias ? a->bias[dir * E + c + j] : 0.0f;
+            Dd[j] = a->D ? a->D[dir * E + c + j] : 0.0f;
+        }
+        /* the recurrence again, keeping its states and decays */
+        for (int64_t i = 0; i < N * BW; i++) hb[i] = 0.0f;
+        for (int64_t s = 0; s < L; s++) {
+            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
+            const float *ut = u + t * E, *dt = delta + t * E, *bt = bc + t * a->bcs, *ct = bt + N;
+            float *dl = dlb + s * BW, dus[BW], acc_y[BW];
+            for (int64_t j = 0; j < W; j++) {
+                const float v = dt[j] + bias[j];
+                dl[j] = SP ? mlma_softplus(v) : v;
+                dus[j] = dl[j] * ut[j];
+                acc_y[j] = 0.0f;
+            }
+            for (int64_t n = 0; n < N; n++) {
+                const float bn = bt[n], cn = ct[n], *an = At + n * E;
+                const float *hp = hb + (s * N + n) * BW;
+                float *hn = hb + ((s + 1) * N + n) * BW, *av = ab + (s * N + n) * BW;
+                for (int64_t j = 0; j < W; j++) {
+                    const float x = dl[j] * an[j];
+                    av[j] = SP ? mlma_exp_upto88(x) : mlma_exp(x);
+                    hn[j] = av[j] * hp[j] + dus[j] * bn;
+                    acc_y[j] += hn[j] * cn;
+                }
+            }
+            if (dir == 0) {
+                for (int64_t j = 0; j < W; j++) pre0[t * BW + j] = acc_y[j] + Dd[j] * ut[j];
+            } else if (g->dz) {
+                /* y = 0.5 (pre0 + pre1) silu(z): dz = 0.5 dy (pre0 + pre1) silu'(z) */
+                const float *zt = a->z + b * a->zb + t * a->zt + c;
+                float *dzt = g->dz + (b * L + t) * E + c;
+                for (int64_t j = 0; j < W; j++) {
+                    const float sg = mlma_sigmoid(zt[j]), pre = pre0[t * BW + j] + (acc_y[j] + Dd[j] * ut[j]);
+                    dzt[j] = 0.5f * dy[t * E + j] * pre * sg * (1.0f + zt[j] * (1.0f - sg));
+                }
+            }
+        }
+        /* the reverse recurrence: gh = dL/dh after step s, gn = the part of it coming from step s + 1 */
+        float gn[64 * BW], dAl[64 * BW], dDl[BW], dbl[BW];
+        for (int64_t i = 0; i < N * BW; i++) gn[i] = dAl[i] = 0.0f;
+        for (int64_t j = 0; j < W; j++) dDl[j] = dbl[j] = 0.0f;
+        for (int64_t s = L - 1; s >= 0; s--) {
+            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
+            const float *ut = u + t * E, *bt = bc + t * a->bcs, *ct = bt + N, *gt = gy + t * BW, *dl = dlb + s * BW;
+            float *dbt = dbcr + t * 2 * N, *dct = dbt + N;
+            float ddl[BW], dsum[BW], dus[BW];
+            for (int64_t j = 0; j < W; j++) {
+                ddl[j] = dsum[j] = 0.0f;
+                dus[j] = dl[j] * ut[j];
+            }
+            for (int64_t n = 0; n < N; n++) {
+                const float bn = bt[n], cn = ct[n], *an = At + n * E;
+                const float *hs = hb + ((s + 1) * N + n) * BW, *hp = hb + (s * N + n) * BW, *av = ab + (s * N + n) * BW;
+                float *gnn = gn + n * BW, *dAn = dAl + n * BW;
+                float sc = 0.0f, sb = 0.0f;
+                for (int64_t j = 0; j < W; j++) {
+                    const float gh = gt[j] * cn + gnn[j];
+                    sc += gt[j] * hs[j];
+                    sb += gh * dus[j];
+                    const float x = gh * hp[j] * av[j];   /* dL/d(delta' A) */
+                    dAn[j] += x * dl[j];
+                    ddl[j] += x * an[j];
+                    dsum[j] += gh * bn;
+                    gnn[j] = av[j] * gh;
+                }
+                dct[n] += sc;
+                dbt[n] += sb;
+            }
+            float *dut = du + t * E, *ddt = ddelta + t * E;
+            const float *dt = delta + t * E;
+            for (int64_t j = 0; j < W; j++) {
+                dDl[j] += gt[j] * ut[j];
+                dut[j] = dl[j] * dsum[j] + Dd[j] * gt[j];
+                const float d = ddl[j] + ut[j] * dsum[j];    /* dL/d delta' */
+                ddt[j] = SP ? d * mlma_sigmoid(dt[j] + bias[j]) : d;
+                dbl[j] += ddt[j];
+            }
+        }
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < W; j++) dAt[(dir * N + n) * E + c + j] += dAl[n * BW + j];
+        for (int64_t j = 0; j < W; j++) {
+            dD[dir * E + c + j] += dDl[j];
+            dbias[dir * E + c + j] += dbl[j];
+        }
+    }
+}
+
+int mlma_biscan_tm_bwd(const void *args, int64_t unit0, int64_t unit1, int64_t slot) {
+    const biscan_tm_bwd_args *g = (const biscan_tm_bwd_args *)args;
+    const biscan_tm_args *a = &g->f;
+    const int64_t blocks = (a->E + BW - 1) / BW, N = a->N, L = a->L;
+    float *buf = (float *)malloc(sizeof(float) * ((2 * (size_t)L + 1) * (size_t)N * BW + 3 * (size_t)L * BW));
+    if (!buf) return 1;
+    float *acc = g->acc + slot * g->acc_stride;
+    for (int64_t i = unit0; i < unit1; i++) {
+        const int64_t b = i / blocks, c = (i % blocks) * BW;
+        if (c + BW > a->E) biscan_bwd_block(g, b, c, a->E - c, N, a->softplus, buf, acc);
+        else if (N == 16 && a->softplus) biscan_bwd_block(g, b, c, BW, 16, 1, buf, acc);
+        else if (a->softplus) biscan_bwd_block(g, b, c, BW, N, 1, buf, acc);
+        else biscan_bwd_block(g, b, c, BW, N, 0, buf, acc);
+    }
+    free(buf);
     return 0;
 }

@@ -17,9 +17,9 @@ Computed per (batch, channel) row, everything fused (one pass over the inputs):
 The backward recomputes the row's states into a per-thread buffer of L*N floats, then runs the
 reverse recurrence g_t = dy_t C_t + exp(delta'_{t+1} A) g_{t+1}; nothing of size (B, D, L, N) is kept.
 
-For inference, the bidirectional mixer has two time-major kernels (:func:`biconv_tm`, :func:`biscan_tm_fwd`)
-vectorised across blocks of 16 channels instead of along one row. Their parallel part runs on torch's own
-OpenMP threads (GOMP_parallel of the libgomp torch loaded, found with RTLD_NOLOAD) where there is one, so no
+The bidirectional mixer has its own time-major kernels (:func:`biconv_tm`, :func:`biscan_tm_fwd` and their
+backward passes), vectorised across blocks of 16 channels instead of along one row. Their parallel part runs on
+torch's own OpenMP threads (GOMP_parallel of the libgomp torch loaded, found with RTLD_NOLOAD) where there is one, so no
 second pool of threads competes with torch's spinning OpenMP workers for the cores; else on the Python pool.
 """
 from __future__ import annotations
@@ -153,14 +153,10 @@ def build_with(command: List[str], label: str = "") -> Optional[ctypes.CDLL]:
         lib.mlma_scan_fwd.restype = i32
         lib.mlma_scan_bwd.argtypes = [fp] * 8 + [i32] + [fp] * 9 + [i64] * 6
         lib.mlma_scan_bwd.restype = i32
-        lib.mlma_biscan_fwd.argtypes = [fp] * 8 + [i64, i64, fp, i32, fp] + [i64] * 6
-        lib.mlma_biscan_fwd.restype = i32
-        lib.mlma_biscan_bwd.argtypes = [fp] * 8 + [i64, i64, fp, i32] + [fp] * 9 + [i64] * 6
-        lib.mlma_biscan_bwd.restype = i32
         lib.mlma_run.argtypes = [fp, fp, i64, i64, fp, fp, fp]
         lib.mlma_run.restype = i32
-        for name in ("mlma_biconv_tm", "mlma_biscan_tm_fwd"):
-            getattr(lib, name).argtypes = [fp, i64, i64]
+        for name in ("mlma_biconv_tm", "mlma_biscan_tm_fwd", "mlma_biconv_tm_bwd", "mlma_biscan_tm_bwd"):
+            getattr(lib, name).argtypes = [fp, i64, i64, i64]
             getattr(lib, name).restype = i32
         return lib
     return None
@@ -283,49 +279,7 @@ def scan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, softplus: bool, dy) -> Tuple[
     return du, ddelta, dA, dBt, dCt, dD, dz, dbias
 
 
-def biscan_fwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool) -> torch.Tensor:
-    """Both directions of a bidirectional scan (see ``mlma_biscan_fwd`` in the C file for the math).
-
-    u, delta (B, 2, E, L); A (2, E, N); Bt, Ct (B, 2, L, N); D, bias (2, E) or None; z (B, L, E) with
-    channel stride 1, or None; lengths (B,) int64 or None. All float32, CPU, contiguous unless said.
-    Returns y (B, L, E), time-major.
-    """
-    bsz, _, dim, length = u.shape
-    n = A.shape[-1]
-    y = u.new_empty(bsz, length, dim)
-    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
-    args = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, bias, z)] + [zb, zt, _ptr(lengths), int(softplus), _ptr(y),
-                                                                   bsz, dim, length, n]
-    status = _run_parallel(lambda d0, d1: lib.mlma_biscan_fwd(*args, d0, d1), _ranges(dim, torch.get_num_threads()))
-    if any(status):
-        raise MemoryError("bidirectional scan: could not allocate the per-thread work buffer")
-    return y
-
-
-def biscan_bwd(lib, u, delta, A, Bt, Ct, D, z, bias, lengths, softplus: bool, dy) -> Tuple[Optional[torch.Tensor], ...]:
-    """Gradients (du, ddelta, dA, dBt, dCt, dD, dz, dbias) of :func:`biscan_fwd` given dy (B, L, E) contiguous;
-    dz is (B, L, E) contiguous; None for absent inputs."""
-    bsz, _, dim, length = u.shape
-    n = A.shape[-1]
-    du, ddelta = torch.empty_like(u), torch.empty_like(u)
-    dA = torch.zeros_like(A)
-    dD = torch.empty_like(D) if D is not None else None
-    dz = u.new_empty(bsz, length, dim) if z is not None else None
-    dbias = torch.empty_like(bias) if bias is not None else None
-    ranges = _ranges(dim, max(1, torch.get_num_threads()))
-    acc = u.new_zeros(len(ranges), 2, bsz, 2, length, n)  # one private (dBt, dCt) per worker, as in scan_bwd
-    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
-    common = [_ptr(t) for t in (u, delta, A, Bt, Ct, D, bias, z)] + [zb, zt, _ptr(lengths), int(softplus)]
-    common += [_ptr(t) for t in (dy, du, ddelta, dA)]
-
-    dBt, dCt = _parallel_with_accumulators(
-        lambda a, d0, d1: lib.mlma_biscan_bwd(*common, _ptr(a[0]), _ptr(a[1]), _ptr(dD), _ptr(dz), _ptr(dbias),
-                                              bsz, dim, length, n, d0, d1),
-        ranges, acc, "bidirectional scan backward")
-    return du, ddelta, dA, dBt, dCt, dD, dz, dbias
-
-
-# ---- the time-major inference kernels (see the last section of the C file) -----------------------------------------
+# ---- the bidirectional mixer's time-major kernels (see the last sections of the C file) -----------------------------------------
 
 _BW = 16  # channels per work unit, as BW in the C file
 
@@ -340,6 +294,16 @@ class _BiconvArgs(ctypes.Structure):
 class _BiscanArgs(ctypes.Structure):
     _fields_ = [(k, ctypes.c_void_p) for k in ("u", "delta", "At", "bc", "D", "bias", "z", "lengths", "y")] + \
         [(k, _i64) for k in ("bcs", "zb", "zt", "Bsz", "E", "L", "N")] + [("softplus", ctypes.c_int)]
+
+
+class _BiconvTmBwdArgs(ctypes.Structure):
+    _fields_ = [("f", _BiconvArgs)] + [(k, ctypes.c_void_p) for k in ("du", "dx", "acc")] + \
+        [(k, _i64) for k in ("dxb", "dxt", "acc_stride")]
+
+
+class _BiscanTmBwdArgs(ctypes.Structure):
+    _fields_ = [("f", _BiscanArgs)] + [(k, ctypes.c_void_p) for k in ("dy", "du", "ddelta", "dz", "acc")] + \
+        [("acc_stride", _i64)]
 
 
 _omp: Optional[Tuple[int, int, int]] = None
@@ -365,17 +329,34 @@ def _omp_entries() -> Optional[Tuple[int, int, int]]:
     return _omp
 
 
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
 def _run_units(lib, name: str, args: ctypes.Structure, units: int) -> None:
-    """Call the C range function ``name`` over work units [0, units), spread over torch.get_num_threads() threads."""
-    threads = max(1, torch.get_num_threads())
+    """Call the C range function ``name`` over work units [0, units), spread over :func:`_threads` threads; the
+    thread doing a range passes its slot (< _threads()) for private accumulators."""
+    threads = _threads()
     fn = getattr(lib, name)
     omp = _omp_entries() if USE_OMP and threads > 1 else None
     if omp is not None:
         status = [lib.mlma_run(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(args), units, threads, *omp)]
     else:
-        status = _run_parallel(lambda u0, u1: fn(ctypes.byref(args), u0, u1), _ranges(units, threads))
+        ranges = _ranges(units, threads)
+        slot = {r: i for i, r in enumerate(ranges)}
+        status = _run_parallel(lambda u0, u1: fn(ctypes.byref(args), u0, u1, slot[(u0, u1)]), ranges)
     if any(status):
         raise MemoryError(f"{name}: could not allocate its work buffer")
+
+
+def _units(bsz: int, dim: int) -> int:
+    return bsz * -(-dim // _BW)
+
+
+def _biconv_args(x, w, bias, lengths, u) -> _BiconvArgs:
+    bsz, length, dim = x.shape
+    return _BiconvArgs(x.data_ptr(), w.data_ptr(), bias.data_ptr(), _ptr(lengths), _ptr(u), x.stride(0), x.stride(1),
+                       bsz, dim, length, w.shape[1])
 
 
 def biconv_tm(lib, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
@@ -388,27 +369,61 @@ def biconv_tm(lib, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
     """
     bsz, length, dim = x.shape
     u = x.new_empty(2, bsz, length, dim)
-    args = _BiconvArgs(x.data_ptr(), w.data_ptr(), bias.data_ptr(), _ptr(lengths), u.data_ptr(),
-                       x.stride(0), x.stride(1), bsz, dim, length, w.shape[1])
-    _run_units(lib, "mlma_biconv_tm", args, bsz * -(-dim // _BW))
+    _run_units(lib, "mlma_biconv_tm", _biconv_args(x, w, bias, lengths, u), _units(bsz, dim))
     return u
 
 
+def biconv_tm_bwd(lib, x, w, bias, lengths, du) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dx (B, L, E) contiguous, dw (2, K, E), dbias (2, E)) of :func:`biconv_tm` given du (2, B, L, E)
+    contiguous."""
+    bsz, length, dim = x.shape
+    k = w.shape[1]
+    dx = x.new_empty(bsz, length, dim)
+    per = 2 * k * dim + 2 * dim
+    acc = x.new_zeros(_threads(), per)
+    args = _BiconvTmBwdArgs(_biconv_args(x, w, bias, lengths, None), du.data_ptr(), dx.data_ptr(), acc.data_ptr(),
+                            dx.stride(0), dx.stride(1), per)
+    _run_units(lib, "mlma_biconv_tm_bwd", args, _units(bsz, dim))
+    total = acc.sum(0)
+    return dx, total[:2 * k * dim].view(2, k, dim), total[2 * k * dim:].view(2, dim)
+
+
+def _biscan_args(u, delta, At, bc, D, bias, z, lengths, softplus, y) -> _BiscanArgs:
+    _, bsz, length, dim = u.shape
+    rows = bc.stride(2)
+    if bc.stride() != (bsz * length * rows, length * rows, rows, 1):
+        raise ValueError("time-major scan: bc must be a column slice of a contiguous (2, B, L, S) tensor")
+    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
+    return _BiscanArgs(u.data_ptr(), delta.data_ptr(), At.data_ptr(), bc.data_ptr(), _ptr(D), _ptr(bias), _ptr(z),
+                       _ptr(lengths), _ptr(y), rows, zb, zt, bsz, dim, length, At.shape[1], int(softplus))
+
+
 def biscan_tm_fwd(lib, u, delta, At, bc, D, bias, z, lengths, softplus: bool) -> torch.Tensor:
-    """Both directions' scans of a bidirectional mixer, time-major, averaged and gated (as :func:`biscan_fwd`).
+    """Both directions' scans of a bidirectional mixer, time-major, averaged and gated (``mlma_biscan_tm_fwd``).
 
     u, delta (2, B, L, E) contiguous; At (2, N, E) contiguous; bc (2, B, L, S): rows whose first N entries are B_t
     and next N C_t, channel stride 1 (x_proj's output past the dt columns); D, bias (2, E) or None; z (B, L, E) with
     channel stride 1, or None; lengths (B,) int64 or None. All float32. Returns y (B, L, E).
     """
     _, bsz, length, dim = u.shape
-    n = At.shape[1]
-    rows = bc.stride(2)
-    if bc.stride() != (bsz * length * rows, length * rows, rows, 1):
-        raise ValueError("biscan_tm_fwd: bc must be a column slice of a contiguous (2, B, L, S) tensor")
     y = u.new_empty(bsz, length, dim)
-    zb, zt = (z.stride(0), z.stride(1)) if z is not None else (0, 0)
-    args = _BiscanArgs(u.data_ptr(), delta.data_ptr(), At.data_ptr(), bc.data_ptr(), _ptr(D), _ptr(bias), _ptr(z),
-                       _ptr(lengths), y.data_ptr(), rows, zb, zt, bsz, dim, length, n, int(softplus))
-    _run_units(lib, "mlma_biscan_tm_fwd", args, bsz * -(-dim // _BW))
+    _run_units(lib, "mlma_biscan_tm_fwd", _biscan_args(u, delta, At, bc, D, bias, z, lengths, softplus, y),
+               _units(bsz, dim))
     return y
+
+
+def biscan_tm_bwd(lib, u, delta, At, bc, D, bias, z, lengths, softplus: bool, dy) -> Tuple[Optional[torch.Tensor], ...]:
+    """Gradients (du, ddelta, dAt, dbc, dD, dbias, dz) of :func:`biscan_tm_fwd` given dy (B, L, E) contiguous; dbc is
+    (2, B, L, 2N) (B then C columns), dz (B, L, E) contiguous; None for absent inputs."""
+    _, bsz, length, dim = u.shape
+    n = At.shape[1]
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dz = u.new_empty(bsz, length, dim) if z is not None else None
+    sizes = [2 * n * dim, 2 * dim, 2 * dim, 2 * bsz * length * 2 * n]
+    acc = u.new_zeros(_threads(), sum(sizes))
+    args = _BiscanTmBwdArgs(_biscan_args(u, delta, At, bc, D, bias, z, lengths, softplus, None), dy.data_ptr(),
+                            du.data_ptr(), ddelta.data_ptr(), _ptr(dz), acc.data_ptr(), sum(sizes))
+    _run_units(lib, "mlma_biscan_tm_bwd", args, _units(bsz, dim))
+    dAt, dD, dbias, dbc = acc.sum(0).split(sizes)
+    return (du, ddelta, dAt.view(2, n, dim), dbc.view(2, bsz, length, 2 * n), dD.view(2, dim) if D is not None else None,
+            dbias.view(2, dim) if bias is not None else None, dz)
