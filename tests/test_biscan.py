@@ -152,3 +152,17 @@ def test_time_major_kernels_same_result_on_any_thread_count(monkeypatch):
         assert torch.equal(two[0], one[0])                # the forward pass: bit for bit
         for a, b in zip(two[1:], one[1:]):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)   # gradients summed over threads' slots
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=list(LENGTHS))
+def test_export_scan_of_both_directions_matches_reference(lengths):
+    """The ONNX export's one-loop scan of both directions (run eagerly here) against the same reference."""
+    from mlma_cli.model.export_scan import bidirectional_scan_onnx
+
+    kw = make_inputs(seed=11, dim=10)
+    lens = LENGTHS[lengths]
+    with torch.no_grad():
+        y = bidirectional_scan_onnx(**kw, lengths=lens)
+    ref = biscan.bidirectional_scan_by_parts(**{k: v.double() for k, v in kw.items()}, lengths=lens, scan=naive_scan)
+    valid = torch.ones(3, 23) if lens is None else (torch.arange(23)[None, :] < lens[:, None]).double()
+    assert_close_scaled(y * valid[..., None], ref * valid[..., None], 1e-5, "values")

@@ -4,11 +4,13 @@ Forward (eval, no grad) and forward+backward (train mode) time and peak memory o
 of utterances of S seconds (100 feature frames per second, 25 per second after subsampling), for several S.
 At each length the variants' timed runs are interleaved (A B A B ...), so load from other processes hits all of
 them alike; each time is the median of its repeats. Per length, the ConMamba / Conformer ratio of forward time is
-reported beside the ratio of their multiply-add counts (``bench/macs.py``).
+reported beside the ratio of their multiply-add counts (``bench/macs.py``). With ``--onnx`` the same models (random
+weights) are exported as ``mlma export`` does and their forward pass is timed in onnxruntime too (device
+"onnxruntime-cpu", same threads, runs interleaved the same way).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the peak rise of the process RSS, sampled every 2 ms
 (after returning freed heap to the OS), a close lower bound. Run through ``mlma bench model`` or::
 
-    python -m mlma_cli.bench.model --size tiny --seconds 2,5,10,15
+    python -m mlma_cli.bench.model --size tiny --seconds 2,5,10,15 [--onnx]
 
 Never part of the test suite.
 """
@@ -19,11 +21,13 @@ import ctypes
 import gc
 import json
 import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -116,18 +120,26 @@ def _time_once(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def _timed_interleaved(fns: Dict[str, object], device: torch.device, repeats: int, budget_s: float) -> Dict[str, float]:
-    """Median wall time (ms) of each fn; one warm-up each, then rounds that run every fn once in turn.
+def _timed_interleaved(fns: Dict[str, object], device: torch.device, repeats: int, budget_s: float,
+                       warmup: int = 2) -> Dict[str, float]:
+    """Median wall time (ms) of each fn: ``warmup`` untimed rounds, then timed rounds that run every fn once in turn,
+    the order reversed every other round (so no fn always runs right after the same other one).
 
-    Stops after `repeats` rounds or once the rounds have taken budget_s (at least one round always runs).
+    A first call at a new shape builds oneDNN primitives, faults in fresh memory and wakes thread pools, and one
+    call is not always enough to settle that (a point's first timed run used to be the slow one), hence two warm-up
+    rounds. Stops after `repeats` timed rounds or once they have taken budget_s (at least one round always runs).
     """
-    spent = sum(_time_once(fn, device) for fn in fns.values())
+    order = list(fns)
+    for _ in range(warmup):
+        for k in order:
+            _time_once(fns[k], device)
+    spent = 0.0
     times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        if times and all(times.values()) and spent > budget_s:
+    for i in range(repeats):
+        if all(times.values()) and spent > budget_s:
             break
-        for k, fn in fns.items():
-            times[k].append(_time_once(fn, device))
+        for k in (order if i % 2 == 0 else order[::-1]):
+            times[k].append(_time_once(fns[k], device))
             spent += times[k][-1]
     return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
 
@@ -226,6 +238,46 @@ def bench_point(variants: Sequence[str], size: str, seconds: float, device: torc
     return [rows[v] for v in variants]
 
 
+ORT_DEVICE = "onnxruntime-cpu"  # the device label of the exported models' rows
+
+
+def onnx_sessions(variants: Sequence[str], size: str, vocab_size: int, threads: int, work_dir) -> Dict[str, object]:
+    """Each variant's model (the same random weights as its PyTorch rows) exported with ``mlma export``'s exporter
+    into work_dir and opened in an onnxruntime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    from mlma_cli.export.onnx_export import export_model
+
+    out = {}
+    for v in variants:
+        path = Path(work_dir) / f"{v}-{size}.onnx"
+        export_model(_model(v, size, "cpu", "auto", vocab_size), path, {})
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+        out[v] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return out
+
+
+def bench_onnx_point(sessions: Dict[str, object], size: str, seconds: float, repeats: int = 3,
+                     budget_s: float = 20.0, vocab_size: int = 500, batch: int = 1) -> List[ModelBenchRow]:
+    """Forward time of the exported models in onnxruntime at one (length, batch) point, runs interleaved as in
+    :func:`bench_point`. One row per variant, device ORT_DEVICE; no peak memory (onnxruntime keeps its arena
+    between runs, so a run's rise in RSS says nothing)."""
+    import numpy as np
+
+    frames = int(round(seconds * 100))
+    cpu = torch.device("cpu")
+    models = {v: _model(v, size, "cpu", "auto", vocab_size) for v in sessions}
+    num_features = next(iter(models.values())).config.num_features
+    feed = {"x": np.random.default_rng(0).standard_normal((batch, frames, num_features)).astype(np.float32),
+            "x_lens": np.full((batch,), frames, dtype=np.int64)}
+    fns = {v: (lambda sess=sess: sess.run(None, feed)) for v, sess in sessions.items()}
+    times = _timed_interleaved(fns, cpu, repeats, budget_s)
+    return [ModelBenchRow(v, size, ORT_DEVICE, sum(p.numel() for p in models[v].parameters()) / 1e6, seconds, frames,
+                          batch, _macs_g(models[v].config, frames, batch), fwd_ms=round(ms, 2))
+            for v, ms in times.items()]
+
+
 def bench_variant(variant: str, size: str, seconds: float, device: torch.device, repeats: int = 3,
                   budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
                   vocab_size: int = 500, amp: Optional[torch.dtype] = None) -> ModelBenchRow:
@@ -257,6 +309,8 @@ def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conf
     lengths = sorted({r.seconds for r in rows if r.variant == a})
     out: Dict[str, Optional[float]] = {}
     for metric in ("fwd_ms", "fwdbwd_ms", "fwd_peak_mb", "fwdbwd_peak_mb"):
+        if all(getattr(r, metric) is None for r in rows if r.variant == a):
+            continue                                   # not measured (e.g. no training in onnxruntime)
         wins = []
         for s in lengths:
             va = getattr(by[(a, s)], metric) if (a, s) in by else None
@@ -274,8 +328,11 @@ def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conf
 def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15),
                     device: str = "auto", variants: Sequence[str] = ("conmamba", "conformer"), repeats: int = 3,
                     budget_s: float = 10.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
-                    threads: Optional[int] = None, progress=None, batch: int = 1) -> Dict:
-    """Run the grid; returns {"env": ..., "rows": [...], "ratios": [...], "crossover": {...}} (JSON-ready)."""
+                    threads: Optional[int] = None, progress=None, batch: int = 1, onnx: bool = False) -> Dict:
+    """Run the grid; returns {"env": ..., "rows": [...], "ratios": [...], "crossover": {...}} (JSON-ready).
+
+    onnx: also export the variants (random weights, as their PyTorch rows) and time their forward pass in
+    onnxruntime on the CPU with the same thread count (rows with device ORT_DEVICE)."""
     if threads:
         torch.set_num_threads(threads)
     load_at_start = os.getloadavg()[0]  # other processes on the machine skew CPU timings
@@ -299,10 +356,25 @@ def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15
                 rows.append(row)
                 if progress:
                     progress(row)
-    cross = {str(dev): crossover([r for r in rows if r.device == str(dev)]) for dev in devices}
+    if onnx:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            from mlma_cli.errors import MissingDependencyError
+
+            raise MissingDependencyError(f"--onnx needs onnxruntime ({err}): pip install 'mlma[onnx]'") from err
+        with tempfile.TemporaryDirectory(prefix="mlma-bench-onnx-") as work:
+            sessions = onnx_sessions(variants, size, 500, torch.get_num_threads(), work)
+            for s in seconds:
+                for row in bench_onnx_point(sessions, size, s, repeats, budget_s, batch=batch):
+                    rows.append(row)
+                    if progress:
+                        progress(row)
+    cross = {dev: crossover([r for r in rows if r.device == dev]) for dev in dict.fromkeys(r.device for r in rows)}
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": size, "batch": batch,
            "repeats": repeats, "loadavg_1min_at_start": load_at_start, "loadavg_1min_at_end": os.getloadavg()[0],
-           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "onnxruntime": onnxruntime.__version__ if onnx else None}
     return {"env": env, "rows": [asdict(r) for r in rows], "ratios": ratios(rows), "crossover": cross}
 
 
@@ -352,10 +424,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", default="conmamba,conformer")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--onnx", action="store_true", help="also time the exported models in onnxruntime")
     p.add_argument("--out", default="bench_model.json")
     a = p.parse_args(argv)
     res = run_model_bench(a.size, [float(s) for s in a.seconds.split(",")], a.device, a.variants.split(","),
-                          a.repeats, threads=a.threads, batch=a.batch)
+                          a.repeats, threads=a.threads, batch=a.batch, onnx=a.onnx)
     from rich.console import Console
 
     Console().print(render_table(res))

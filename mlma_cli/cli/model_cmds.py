@@ -133,12 +133,14 @@ def bench_model(
     batch: int = typer.Option(1, min=1, help="Utterances per batch (all of the same length)."),
     device: str = typer.Option("auto", help="auto (CPU, plus GPU when present), cpu, cuda."),
     with_mamba2: bool = typer.Option(False, "--with-mamba2", help="Also time ConMamba with the Mamba-2 mixer."),
-    repeats: int = typer.Option(3, min=1, help="Timed runs per point (median reported) after one warm-up; "
+    repeats: int = typer.Option(3, min=1, help="Timed runs per point (median reported) after two warm-up rounds; "
                                 "the variants' runs are interleaved."),
     budget: float = typer.Option(10.0, help="Stop repeating a point once its runs have taken this many seconds."),
     max_attn_gb: float = typer.Option(4.0, help="Skip Conformer runs whose attention would need more than this."),
     scan_backend: str = typer.Option("auto", help="auto | torch | cuda"),  # model.config.SCAN_BACKENDS (tested)
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Also export the models (random weights) and time their "
+                              "forward pass in onnxruntime on the CPU, same threads (needs mlma[onnx])."),
     out: Path = typer.Option(Path("bench_model.json"), "--output", "-o", help="JSON results."),
 ) -> None:
     """Forward and forward+backward time and peak memory, ConMamba vs Conformer, across utterance lengths."""
@@ -162,7 +164,7 @@ def bench_model(
                       f"fwd+bwd {row.fwdbwd_ms} ms {'; '.join(row.notes)}[/dim]")
 
     result = run_model_bench(size, _floats(seconds, "--seconds"), device, variants, repeats, budget, max_attn_gb,
-                             scan_backend, threads, progress, batch)
+                             scan_backend, threads, progress, batch, onnx)
     console.print(render_table(result))
     for line in describe_crossover(result):
         console.print(line)

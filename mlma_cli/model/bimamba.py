@@ -4,21 +4,22 @@ Parameter names follow mamba-ssm's ``Mamba`` (in_proj, conv1d, x_proj, dt_proj, 
 backward direction, the BiMamba-v2 forks used by ConMamba (conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b), so one
 state dict runs on our PyTorch scan and on mamba-ssm's CUDA kernel.
 
-Three ways through the bidirectional mixer, numerically equal (tests/test_bimamba.py, tests/test_biscan.py):
-inference on CPU (no autograd wanted: eval under no_grad / inference_mode) runs time-major C kernels on cached
-prepared weights (``_bidirectional_inference``); training on CPU runs the fused two-direction scan with its
-hand-written backward (``_bidirectional``, biscan.py); CUDA, no compiler and the ONNX export take the by-parts
-path (two per-direction scans with gathered reversals).
+Ways through the bidirectional mixer, numerically equal (tests/test_bimamba.py, tests/test_biscan.py, test_export):
+on CPU with the compiled kernel, time-major C kernels for both directions' conv and scan (``_bidirectional_time_major``;
+with hand-written backward passes for training, on cached prepared weights when no gradient is wanted); on CUDA or
+without a compiler, the by-parts path (``_bidirectional``: two per-direction scans with gathered reversals); in the
+ONNX export, ``_bidirectional`` with both directions in one Scan loop (``export_scan.bidirectional_scan_onnx``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mlma_cli.model import scan_cpu_kernel
+from mlma_cli.model import backends, scan_cpu_kernel
 from mlma_cli.model.backends import selective_scan_for
 from mlma_cli.model.biscan import biconv_time_major, bidirectional_scan_by_parts, biscan_time_major
 from mlma_cli.model.mamba1 import direction_params, mamba1_direction
@@ -162,9 +163,10 @@ class BiMamba(nn.Module):
         dt, Bt, Ct = torch.split(x_dbl, [self.dt_proj.in_features, n, n], dim=-1)
         delta = torch.matmul(self._stack("dt_proj", "weight"), dt.transpose(2, 3))                # (B, 2, E, L)
         A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
-        return bidirectional_scan_by_parts(u, delta, A, Bt, Ct, torch.stack([self.D, self.D_b]).float(),
-                                           z=xz[..., e:], delta_bias=self._stack("dt_proj", "bias").float(),
-                                           lengths=lengths, delta_softplus=True, scan=scan)
+        both = backends.FORCED.get("bidirectional scan")   # the ONNX export's one-loop scan of both directions
+        fn = both if both is not None else functools.partial(bidirectional_scan_by_parts, scan=scan)
+        return fn(u, delta, A, Bt, Ct, torch.stack([self.D, self.D_b]).float(), z=xz[..., e:],
+                  delta_bias=self._stack("dt_proj", "bias").float(), lengths=lengths, delta_softplus=True)
 
     def _stack(self, module: str, param: str) -> torch.Tensor:
         """A parameter of both directions' modules (conv1d / conv1d_b, ...), stacked: (2, ...)."""

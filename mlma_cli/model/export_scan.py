@@ -18,9 +18,12 @@ from typing import Iterator, Optional
 import torch
 from torch._higher_order_ops.scan import scan as hop_scan
 
-from mlma_cli.model import backends, scan as scan_mod, ssd as ssd_mod
+import torch.nn.functional as F
 
-__all__ = ["selective_scan_onnx", "ssd_scan_onnx", "onnx_export_scans"]
+from mlma_cli.model import backends, scan as scan_mod, ssd as ssd_mod
+from mlma_cli.model.masking import reverse_index, reverse_time
+
+__all__ = ["selective_scan_onnx", "bidirectional_scan_onnx", "ssd_scan_onnx", "onnx_export_scans"]
 
 
 def _time_major(t: torch.Tensor, time_dim: int) -> torch.Tensor:
@@ -45,6 +48,54 @@ def selective_scan_onnx(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B
           _time_major(C.float(), 2)]
     _, ys = hop_scan(step, h0, xs)                      # ys (L, B, D)
     return scan_mod._finish(ys.permute(1, 2, 0), u, D, z)
+
+
+def bidirectional_scan_onnx(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
+                            D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                            delta_bias: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None,
+                            delta_softplus: bool = True) -> torch.Tensor:
+    """Both directions of a bidirectional Mamba-1 mixer in one scan over time (``biscan.bidirectional_scan_by_parts``'s
+    arguments and result: u, delta (B, 2, E, L), A (2, E, N), Bt, Ct (B, 2, L, N), D, delta_bias (2, E), z (B, L, E)
+    -> y (B, L, E)).
+
+    Direction 1's inputs are reversed within each length up front, and both directions' states advance in the same
+    loop: one ONNX Scan per layer instead of two. The step computes its decays itself (a (B, 2, E, N) exp that stays
+    in cache: precomputing them for all frames costs more in memory traffic than it saves) and reads the states out
+    with a MatMul against C. softplus is written with Exp and Log (onnxruntime's Softplus kernel is a slow scalar
+    loop), equal to torch's to float32 rounding: below about -17 it gives 0 instead of e^x < 5e-8.
+    """
+    length = u.shape[-1]
+    idx = reverse_index(lengths, length) if lengths is not None else None
+
+    def second_reversed(t: torch.Tensor, time_dim: int) -> torch.Tensor:  # t: direction at dim 1
+        return torch.stack([t[:, 0], reverse_time(t[:, 1], idx, time_dim - 1)], dim=1)
+
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[None, :, :, None]
+    if delta_softplus:
+        delta = torch.relu(delta) + torch.log(1.0 + torch.exp(-delta.abs()))
+    u32 = second_reversed(u.float(), 3)
+    delta = second_reversed(delta, 3)
+    tm = lambda t: t.permute(3, 0, 1, 2)  # noqa: E731  (B, 2, E, L) -> (L, B, 2, E)
+    A32 = A.float()
+
+    def step(h, xs):  # h (B, 2, E, N); xs: delta', delta' u (B, 2, E, 1), B (B, 2, 1, N), C (B, 2, N, 1) of a step
+        d_t, du_t, b_t, c_t = xs
+        h = torch.exp(d_t * A32) * h + du_t * b_t
+        return h, torch.matmul(h, c_t)
+
+    h0 = u32.new_zeros(u.shape[0], 2, u.shape[2], A.shape[-1])
+    xs = [tm(delta).unsqueeze(-1), tm(delta * u32).unsqueeze(-1),
+          second_reversed(Bt.float(), 2).permute(2, 0, 1, 3).unsqueeze(3),
+          second_reversed(Ct.float(), 2).permute(2, 0, 1, 3).unsqueeze(-1)]
+    _, ys = hop_scan(step, h0, xs)                                                        # (L, B, 2, E, 1)
+    ys = ys.squeeze(-1).permute(1, 2, 3, 0)                                               # (B, 2, E, L)
+    if D is not None:
+        ys = ys + D.float()[None, :, :, None] * u32
+    y = (0.5 * (ys[:, 0] + reverse_time(ys[:, 1], idx, 2))).transpose(1, 2)              # (B, L, E)
+    y = y if z is None else y * F.silu(z.float())
+    return y.to(u.dtype)
 
 
 def ssd_scan_onnx(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -75,7 +126,8 @@ def ssd_scan_onnx(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
 def onnx_export_scans() -> Iterator[None]:
     """Within the block every Mamba mixer uses the scans above, whatever its scan_backend."""
     saved = dict(backends.FORCED)
-    backends.FORCED.update({"selective scan": selective_scan_onnx, "SSD scan": ssd_scan_onnx})
+    backends.FORCED.update({"selective scan": selective_scan_onnx, "bidirectional scan": bidirectional_scan_onnx,
+                            "SSD scan": ssd_scan_onnx})
     try:
         yield
     finally:
