@@ -111,9 +111,13 @@ class BiMamba(nn.Module):
                                  w["dt_bias"], lens, delta_softplus=True)
 
     def _step_params(self) -> list:
-        return [self.conv1d.weight, self.conv1d_b.weight, self.conv1d.bias, self.conv1d_b.bias, self.x_proj.weight,
-                self.x_proj_b.weight, self.dt_proj.weight, self.dt_proj_b.weight, self.dt_proj.bias,
-                self.dt_proj_b.bias, self.A_log, self.A_b_log, self.D, self.D_b]
+        """The parameters :meth:`_step_weights` reads (looked up in the module dicts directly: nn.Module's
+        __getattr__ would cost more than the rest of a short utterance's cache check)."""
+        mods, own = self._modules, self._parameters
+        sub = lambda name, p: mods[name]._parameters[p]  # noqa: E731
+        return [sub("conv1d", "weight"), sub("conv1d_b", "weight"), sub("conv1d", "bias"), sub("conv1d_b", "bias"),
+                sub("x_proj", "weight"), sub("x_proj_b", "weight"), sub("dt_proj", "weight"), sub("dt_proj_b", "weight"),
+                sub("dt_proj", "bias"), sub("dt_proj_b", "bias"), own["A_log"], own["A_b_log"], own["D"], own["D_b"]]
 
     def _step_weights(self) -> dict:
         """Both directions' step weights in the layouts of :meth:`_bidirectional_time_major`, float32, differentiable:

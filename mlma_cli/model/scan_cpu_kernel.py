@@ -336,6 +336,13 @@ def _threads() -> int:
 def _run_units(lib, name: str, args: ctypes.Structure, units: int) -> None:
     """Call the C range function ``name`` over work units [0, units), spread over :func:`_threads` threads; the
     thread doing a range passes its slot (< _threads()) for private accumulators."""
+    if torch.autograd._profiler_enabled():   # name the call in torch.profiler's tables (it is no aten op)
+        with torch.profiler.record_function(name):
+            return _run_units_now(lib, name, args, units)
+    return _run_units_now(lib, name, args, units)
+
+
+def _run_units_now(lib, name: str, args: ctypes.Structure, units: int) -> None:
     threads = _threads()
     fn = getattr(lib, name)
     omp = _omp_entries() if USE_OMP and threads > 1 else None
