@@ -348,55 +348,84 @@ typedef struct {
     int softplus;
 } biscan_tm_args;
 
-/* Channels [c, c + W) of batch item b, both directions. SP: softplus on delta (then delta' >= 0 and every decay's
-   exponent is <= 0). N == 16 is unrolled so that the states stay in registers. */
+/* One direction of one channel block: where its inputs start, and its per-channel constants. */
+typedef struct {
+    const float *u, *delta, *At, *bc;
+    float bias[BW], D[BW];
+} tm_dir;
+
+static inline __attribute__((always_inline)) void tm_dir_init(tm_dir *d, const biscan_tm_args *a, int64_t b,
+                                                              int64_t c, int dir, const int64_t W, const int64_t N) {
+    const int64_t E = a->E, row0 = (dir * a->Bsz + b) * a->L;
+    d->u = a->u + row0 * E + c;
+    d->delta = a->delta + row0 * E + c;
+    d->At = a->At + dir * N * E + c;
+    d->bc = a->bc + row0 * a->bcs;
+    for (int64_t j = 0; j < W; j++) {
+        d->bias[j] = a->bias ? a->bias[dir * E + c + j] : 0.0f;
+        d->D[j] = a->D ? a->D[dir * E + c + j] : 0.0f;
+    }
+}
+
+/* The frame step s visits: the backward direction visits len-1, ..., 0, then the padded frames (whose outputs are
+   unspecified). */
+static inline int64_t tm_frame(int dir, int64_t s, int64_t len) { return dir == 0 || s >= len ? s : len - 1 - s; }
+
+/* One step of a direction's recurrence at frame t: delta' into dl, y = <C_t, h_t>. KEEP = 0: the states h (N rows
+   of BW) are updated in place; KEEP = 1 (backward): read from hp, written to h. SP: softplus on delta (then
+   delta' >= 0 and every decay's exponent is <= 0). N == 16 is unrolled. */
+static inline __attribute__((always_inline)) void tm_step(const tm_dir *d, const biscan_tm_args *a, int64_t t,
+                                                          const int64_t W, const int64_t N, const int SP,
+                                                          const int KEEP, float *dl, const float *hp, float *h,
+                                                          float *y) {
+    const int64_t E = a->E;
+    const float *ut = d->u + t * E, *dt = d->delta + t * E, *bt = d->bc + t * a->bcs, *ct = bt + N;
+    float du[BW];
+    for (int64_t j = 0; j < W; j++) {
+        const float v = dt[j] + d->bias[j];
+        dl[j] = SP ? mlma_softplus(v) : v;
+        du[j] = dl[j] * ut[j];
+        y[j] = 0.0f;
+    }
+#pragma GCC unroll 16
+    for (int64_t n = 0; n < N; n++) {
+        const float bn = bt[n], cn = ct[n], *an = d->At + n * E;
+        const float *restrict hpn = KEEP ? hp + n * BW : NULL;
+        float *restrict hn = h + n * BW;
+        for (int64_t j = 0; j < W; j++) {
+            const float x = dl[j] * an[j], e = SP ? mlma_exp_upto88(x) : mlma_exp(x);
+            const float hv = e * (KEEP ? hpn[j] : hn[j]) + du[j] * bn;
+            hn[j] = hv;
+            y[j] += hv * cn;
+        }
+    }
+}
+
+/* Channels [c, c + W) of batch item b, both directions. */
 static inline __attribute__((always_inline)) void biscan_block(const biscan_tm_args *a, int64_t b, int64_t c,
                                                                const int64_t W, const int64_t N, const int SP) {
     const int64_t E = a->E, L = a->L, len = a->lengths ? a->lengths[b] : a->L;
     float h[64 * BW];
     for (int dir = 0; dir < 2; dir++) {
-        const int64_t row0 = (dir * a->Bsz + b) * L;
-        const float *u = a->u + row0 * E + c, *delta = a->delta + row0 * E + c, *At = a->At + dir * N * E + c;
-        const float *bc = a->bc + row0 * a->bcs;
-        float bias[BW], Dd[BW];
-        for (int64_t j = 0; j < W; j++) {
-            bias[j] = a->bias ? a->bias[dir * E + c + j] : 0.0f;
-            Dd[j] = a->D ? a->D[dir * E + c + j] : 0.0f;
-        }
+        tm_dir d;
+        tm_dir_init(&d, a, b, c, dir, W, N);
         for (int64_t i = 0; i < N * BW; i++) h[i] = 0.0f;
         for (int64_t s = 0; s < L; s++) {
-            /* the backward direction visits len-1, ..., 0, then the padded frames (their outputs are unspecified) */
-            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
-            const float *ut = u + t * E, *dt = delta + t * E, *bt = bc + t * a->bcs, *ct = bt + N;
-            float dl[BW], du[BW], acc[BW];
-            for (int64_t j = 0; j < W; j++) {
-                const float v = dt[j] + bias[j];
-                dl[j] = SP ? mlma_softplus(v) : v;
-                du[j] = dl[j] * ut[j];
-                acc[j] = 0.0f;
-            }
-#pragma GCC unroll 16
-            for (int64_t n = 0; n < N; n++) {
-                const float bn = bt[n], cn = ct[n], *an = At + n * E;
-                float *hn = h + n * BW;
-                for (int64_t j = 0; j < W; j++) {
-                    const float x = dl[j] * an[j];
-                    const float hv = (SP ? mlma_exp_upto88(x) : mlma_exp(x)) * hn[j] + du[j] * bn;
-                    hn[j] = hv;
-                    acc[j] += hv * cn;
-                }
-            }
+            const int64_t t = tm_frame(dir, s, len);
+            const float *ut = d.u + t * E;
+            float dl[BW], acc[BW];
+            tm_step(&d, a, t, W, N, SP, 0, dl, NULL, h, acc);
             float *yt = a->y + (b * L + t) * E + c;
             if (dir == 0) {
-                for (int64_t j = 0; j < W; j++) yt[j] = acc[j] + Dd[j] * ut[j];
+                for (int64_t j = 0; j < W; j++) yt[j] = acc[j] + d.D[j] * ut[j];
             } else if (a->z) {
                 const float *zt = a->z + b * a->zb + t * a->zt + c;
                 for (int64_t j = 0; j < W; j++) {
-                    const float pre = 0.5f * (yt[j] + (acc[j] + Dd[j] * ut[j]));
+                    const float pre = 0.5f * (yt[j] + (acc[j] + d.D[j] * ut[j]));
                     yt[j] = pre * zt[j] * mlma_sigmoid(zt[j]);
                 }
             } else {
-                for (int64_t j = 0; j < W; j++) yt[j] = 0.5f * (yt[j] + (acc[j] + Dd[j] * ut[j]));
+                for (int64_t j = 0; j < W; j++) yt[j] = 0.5f * (yt[j] + (acc[j] + d.D[j] * ut[j]));
             }
         }
     }
@@ -502,9 +531,10 @@ static inline __attribute__((always_inline)) void biscan_bwd_block(const biscan_
                                                                    const int SP, float *buf, float *acc) {
     const biscan_tm_args *a = &g->f;
     const int64_t E = a->E, L = a->L, len = a->lengths ? a->lengths[b] : a->L;
-    /* per step s: states after it (hb row s+1; row 0 is the zero start), decays ab, delta' dl; per frame t: the
-       gradient gy reaching both recurrences' outputs, direction 0's <C, h> + D u */
-    float *hb = buf, *ab = hb + (L + 1) * N * BW, *dlb = ab + L * N * BW, *gy = dlb + L * BW, *pre0 = gy + L * BW;
+    /* per step s: states after it (hb row s+1; row 0 is the zero start), delta' dl; per frame t: the gradient gy
+       reaching both recurrences' outputs, direction 0's <C, h> + D u. The decays are recomputed in the reverse pass:
+       one more exp per state is cheaper than storing them (the buffer would no longer fit in L2 from ~10 s on). */
+    float *hb = buf, *dlb = hb + (L + 1) * N * BW, *gy = dlb + L * BW, *pre0 = gy + L * BW;
     const float *dy = g->dy + b * L * E + c;
     for (int64_t t = 0; t < L; t++) {
         const float *zt = a->z ? a->z + b * a->zb + t * a->zt + c : NULL;
@@ -513,38 +543,18 @@ static inline __attribute__((always_inline)) void biscan_bwd_block(const biscan_
     }
     float *dAt = acc, *dD = acc + 2 * N * E, *dbias = dD + 2 * E, *dbc = dbias + 2 * E;
     for (int dir = 0; dir < 2; dir++) {
+        tm_dir d;
+        tm_dir_init(&d, a, b, c, dir, W, N);
         const int64_t row0 = (dir * a->Bsz + b) * L;
-        const float *u = a->u + row0 * E + c, *delta = a->delta + row0 * E + c, *At = a->At + dir * N * E + c;
-        const float *bc = a->bc + row0 * a->bcs;
+        const float *u = d.u, *delta = d.delta, *At = d.At, *bc = d.bc, *bias = d.bias, *Dd = d.D;
         float *du = g->du + row0 * E + c, *ddelta = g->ddelta + row0 * E + c, *dbcr = dbc + row0 * 2 * N;
-        float bias[BW], Dd[BW];
-        for (int64_t j = 0; j < W; j++) {
-            bias[j] = a->bias ? a->bias[dir * E + c + j] : 0.0f;
-            Dd[j] = a->D ? a->D[dir * E + c + j] : 0.0f;
-        }
         /* the recurrence again, keeping its states and decays */
         for (int64_t i = 0; i < N * BW; i++) hb[i] = 0.0f;
         for (int64_t s = 0; s < L; s++) {
-            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
-            const float *ut = u + t * E, *dt = delta + t * E, *bt = bc + t * a->bcs, *ct = bt + N;
-            float *dl = dlb + s * BW, dus[BW], acc_y[BW];
-            for (int64_t j = 0; j < W; j++) {
-                const float v = dt[j] + bias[j];
-                dl[j] = SP ? mlma_softplus(v) : v;
-                dus[j] = dl[j] * ut[j];
-                acc_y[j] = 0.0f;
-            }
-            for (int64_t n = 0; n < N; n++) {
-                const float bn = bt[n], cn = ct[n], *an = At + n * E;
-                const float *hp = hb + (s * N + n) * BW;
-                float *hn = hb + ((s + 1) * N + n) * BW, *av = ab + (s * N + n) * BW;
-                for (int64_t j = 0; j < W; j++) {
-                    const float x = dl[j] * an[j];
-                    av[j] = SP ? mlma_exp_upto88(x) : mlma_exp(x);
-                    hn[j] = av[j] * hp[j] + dus[j] * bn;
-                    acc_y[j] += hn[j] * cn;
-                }
-            }
+            const int64_t t = tm_frame(dir, s, len);
+            const float *ut = u + t * E;
+            float acc_y[BW];
+            tm_step(&d, a, t, W, N, SP, 1, dlb + s * BW, hb + s * N * BW, hb + (s + 1) * N * BW, acc_y);
             if (dir == 0) {
                 for (int64_t j = 0; j < W; j++) pre0[t * BW + j] = acc_y[j] + Dd[j] * ut[j];
             } else if (g->dz) {
@@ -562,7 +572,7 @@ static inline __attribute__((always_inline)) void biscan_bwd_block(const biscan_
         for (int64_t i = 0; i < N * BW; i++) gn[i] = dAl[i] = 0.0f;
         for (int64_t j = 0; j < W; j++) dDl[j] = dbl[j] = 0.0f;
         for (int64_t s = L - 1; s >= 0; s--) {
-            const int64_t t = dir == 0 || s >= len ? s : len - 1 - s;
+            const int64_t t = tm_frame(dir, s, len);
             const float *ut = u + t * E, *bt = bc + t * a->bcs, *ct = bt + N, *gt = gy + t * BW, *dl = dlb + s * BW;
             float *dbt = dbcr + t * 2 * N, *dct = dbt + N;
             float ddl[BW], dsum[BW], dus[BW];
@@ -572,18 +582,19 @@ static inline __attribute__((always_inline)) void biscan_bwd_block(const biscan_
             }
             for (int64_t n = 0; n < N; n++) {
                 const float bn = bt[n], cn = ct[n], *an = At + n * E;
-                const float *hs = hb + ((s + 1) * N + n) * BW, *hp = hb + (s * N + n) * BW, *av = ab + (s * N + n) * BW;
+                const float *hs = hb + ((s + 1) * N + n) * BW, *hp = hb + (s * N + n) * BW;
                 float *gnn = gn + n * BW, *dAn = dAl + n * BW;
                 float sc = 0.0f, sb = 0.0f;
                 for (int64_t j = 0; j < W; j++) {
+                    const float xa = dl[j] * an[j], av_j = SP ? mlma_exp_upto88(xa) : mlma_exp(xa);  /* the decay */
                     const float gh = gt[j] * cn + gnn[j];
                     sc += gt[j] * hs[j];
                     sb += gh * dus[j];
-                    const float x = gh * hp[j] * av[j];   /* dL/d(delta' A) */
+                    const float x = gh * hp[j] * av_j;   /* dL/d(delta' A) */
                     dAn[j] += x * dl[j];
                     ddl[j] += x * an[j];
                     dsum[j] += gh * bn;
-                    gnn[j] = av[j] * gh;
+                    gnn[j] = av_j * gh;
                 }
                 dct[n] += sc;
                 dbt[n] += sb;
@@ -611,7 +622,7 @@ int mlma_biscan_tm_bwd(const void *args, int64_t unit0, int64_t unit1, int64_t s
     const biscan_tm_bwd_args *g = (const biscan_tm_bwd_args *)args;
     const biscan_tm_args *a = &g->f;
     const int64_t blocks = (a->E + BW - 1) / BW, N = a->N, L = a->L;
-    float *buf = (float *)malloc(sizeof(float) * ((2 * (size_t)L + 1) * (size_t)N * BW + 3 * (size_t)L * BW));
+    float *buf = (float *)malloc(sizeof(float) * (((size_t)L + 1) * (size_t)N * BW + 3 * (size_t)L * BW));
     if (!buf) return 1;
     float *acc = g->acc + slot * g->acc_stride;
     for (int64_t i = unit0; i < unit1; i++) {
