@@ -171,6 +171,24 @@ def test_bimamba_inference_weights_follow_parameter_updates():
     assert "_inference_cache" not in module.state_dict()
 
 
+def test_bimamba_built_under_inference_mode_runs():
+    """Parameters that are inference tensors have no version counter: their weights are prepared every call."""
+    torch.manual_seed(0)
+    ref = mamba1().eval()
+    x = torch.randn(2, 9, 32)
+    with torch.inference_mode():
+        module = mamba1().eval()
+        module.load_state_dict(ref.state_dict())
+        assert module.D.is_inference()
+        first = module(x)
+        module.D_b.add_(1.0)       # allowed on inference tensors, inside inference_mode
+        second = module(x)
+    with torch.no_grad():
+        assert torch.allclose(first, ref(x), atol=1e-7)
+        ref.D_b.add_(1.0)
+        assert torch.allclose(second, ref(x), atol=1e-7) and not torch.allclose(first, second)
+
+
 @pytest.mark.parametrize("make", [mamba1, mamba2], ids=["mamba1", "mamba2"])
 def test_bimamba_gradients_stay_inside_each_sequence(make):
     module = make().eval()

@@ -137,8 +137,12 @@ class BiMamba(nn.Module):
     def _inference_weights(self) -> dict:
         """:meth:`_step_weights` without autograd, contiguous, built once and reused until a parameter changes (its
         storage or its version counter, which every in-place update such as an optimizer step or load_state_dict
-        bumps); the cache holds the parameters' storage, so an address is never reused while it is compared."""
+        bumps); the cache holds the parameters' storage, so an address is never reused while it is compared.
+        Parameters made under inference_mode have no version counter: then nothing is cached."""
         params = self._step_params()
+        if any(p.is_inference() for p in params):  # made under inference_mode: no version counter to watch
+            with torch.no_grad():
+                return {k: v.contiguous() if k in ("conv", "A_t") else v for k, v in self._step_weights().items()}
         key = [(p.data_ptr(), p._version) for p in params]
         cached = self.__dict__.get("_inference_cache")
         if cached is not None and cached[0] == key:
