@@ -132,15 +132,32 @@ def test_augment_pads_silence_sets_level_and_adds_noise():
     assert wet.size > 16000 and not np.allclose(wet[:16000] / np.abs(wet).max(), x / np.abs(x).max(), atol=1e-2)
 
 
+def test_room_impulse_response_has_the_drawn_direct_to_reverberant_ratio():
+    for t60, drr in ((0.15, 0.0), (0.6, 12.0), (0.3, 6.5)):
+        rir = synthetic.room_impulse_response(t60, drr, np.random.default_rng(3))
+        assert rir.size == int(t60 * 16000) and rir[0] == 1.0
+        assert abs(10 * np.log10(1.0 / np.sum(rir[1:] ** 2)) - drr) < 1e-6
+        late = np.sum(rir[int(0.5 * rir.size):] ** 2) / np.sum(rir[1:] ** 2)
+        assert late < 0.05, "the tail decays (-60 dB over t60)"
+
+
 def test_augmentation_draws_vary():
     import random
 
     draws = [synthetic.draw_augmentation(random.Random(i)) for i in range(400)]
     assert min(d["peak_db"] for d in draws) < -30 and max(d["peak_db"] for d in draws) > -5
-    assert max(d["lead"] for d in draws) > 1.0 and min(d["lead"] for d in draws) < 0.1
-    for key, share in (("t60", synthetic.P_REVERB), ("snr_db", synthetic.P_NOISE)):
-        assert abs(sum(d[key] > 0 for d in draws) / 400 - share) < 0.08
+    padded = [d["lead"] for d in draws if d["lead"] > 0]
+    assert max(padded) > 0.6 and min(padded) < 0.1
+    assert abs(len(padded) / 400 - synthetic.P_PADDED) < 0.08 and all(d["trail"] > 0 for d in draws if d["lead"] > 0)
+    assert abs(sum(d["t60"] > 0 for d in draws) / 400 - synthetic.P_REVERB) < 0.08
+    noisy = [d["snr_db"] <= synthetic.SNR_DB[1] for d in draws]
+    assert abs(sum(noisy) / 400 - synthetic.P_NOISE) < 0.08
+    floor = [d["snr_db"] for d, n in zip(draws, noisy) if not n]
+    assert floor and all(synthetic.FLOOR_SNR_DB[0] <= f <= synthetic.FLOOR_SNR_DB[1] for f in floor), \
+        "every other utterance gets a faint noise floor, never digital silence"
     assert abs(sum(d["speed_factor"] != 1.0 for d in draws) / 400 - synthetic.P_SPEED) < 0.08
+    drr = [d["drr_db"] for d in draws]
+    assert synthetic.DRR_DB[0] <= min(drr) < 2 and 10 < max(drr) <= synthetic.DRR_DB[1]
 
 
 def test_all_voice_variants_are_used():

@@ -9,9 +9,9 @@ Text (``text=``):
     a language; every test word is a training word), for the smallest smoke tests.
 
 Acoustics: every espeak-ng voice variant that speaks the language, speed and pitch, and with ``augment=True``
-(default) lhotse speed perturbation, a synthetic room impulse response (exponential decay), additive white or
-pink noise, leading and trailing silence of varied length and a peak level from -35 to -1 dBFS (so quiet
-recordings occur). Everything is drawn from generators seeded by (seed, lang, split, index), so the corpus is
+(default) lhotse speed perturbation, a synthetic room impulse response (exponential decay, 0-12 dB
+direct-to-reverberant ratio), leading and trailing silence of varied length (half the utterances), white or pink noise (15-40 dB SNR, else a
+50-70 dB noise floor: never digital silence) and a peak level from -35 to -1 dBFS (so quiet recordings occur). Everything is drawn from generators seeded by (seed, lang, split, index), so the corpus is
 deterministic for a seed. Audio is 16 kHz mono 16-bit wav under ``DATA/audio/synthetic/<lang>/<split>``,
 manifests go to ``DATA/manifests/synthetic/<lang>/<split>`` (recording paths are absolute).
 """
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from lhotse import AudioSource, Recording, SupervisionSegment
+from lhotse.augmentation import Speed  # imported here: a first import of lhotse inside the worker threads races
 
 from mlma_cli.data.bad_items import BadItem, write_bad_items
 from mlma_cli.data.layout import MANIFEST_FILES, audio_dir, bad_items_path, manifest_dir, write_manifests
@@ -52,11 +54,16 @@ PITCH_RANGE = (20, 80)  # espeak-ng 0..99
 TEXT_SOURCES = ("words", "grammar")
 OOV_SPLIT = "test_oov"  # the test utterances with at least one word never in the training text
 # Augmentation (augment=True): probabilities and ranges, drawn per utterance.
-SILENCE_SHORT, SILENCE_LONG, P_LONG_SILENCE = (0.05, 0.5), (0.5, 2.0), 0.2  # seconds, each end
+# Leading and trailing silence (seconds, each end) on a share P_PADDED of the utterances; the rest start and end
+# where espeak-ng does. Padding every utterance kept the tiny models on the CTC blank plateau (egs/mini/RESULTS.md).
+P_PADDED, SILENCE_SHORT, SILENCE_LONG, P_LONG_SILENCE = 0.5, (0.05, 0.3), (0.3, 1.0), 0.1
 PEAK_DB = (-35.0, -1.0)
 P_SPEED, SPEED_FACTORS = 0.3, (0.9, 1.1)
-P_REVERB, T60 = 0.15, (0.15, 0.6)
+P_REVERB, T60, DRR_DB = 0.15, (0.15, 0.6), (0.0, 12.0)  # direct-to-reverberant energy ratio of the impulse response
 P_NOISE, SNR_DB = 0.4, (15.0, 40.0)
+# The other utterances get a faint noise floor: a recording is never digital silence, and runs of exact zeros hit the
+# fbank's log floor, an extreme input under which the tiny models stayed on the CTC blank plateau (egs/mini/RESULTS.md).
+FLOOR_SNR_DB = (50.0, 70.0)
 ESPEAK_HINT = "install it: sudo apt-get install espeak-ng (Debian/Ubuntu) or brew install espeak-ng (macOS)"
 
 
@@ -180,16 +187,33 @@ def draw_augmentation(rng: random.Random) -> Dict[str, float]:
         lo, hi = SILENCE_LONG if rng.random() < P_LONG_SILENCE else SILENCE_SHORT
         return round(rng.uniform(lo, hi), 3)
 
-    return {
+    draw = {
         "lead": silence(),
         "trail": silence(),
         "peak_db": round(rng.uniform(*PEAK_DB), 1),
         "speed_factor": rng.choice(SPEED_FACTORS) if rng.random() < P_SPEED else 1.0,
         "t60": round(rng.uniform(*T60), 3) if rng.random() < P_REVERB else 0.0,
+        "drr_db": round(rng.uniform(*DRR_DB), 1),
         "snr_db": round(rng.uniform(*SNR_DB), 1) if rng.random() < P_NOISE else 0.0,
         "pink": float(rng.random() < 0.5),
         "seed": rng.randrange(2**31),
     }
+    if draw["snr_db"] == 0.0:
+        draw["snr_db"] = round(rng.uniform(*FLOOR_SNR_DB), 1)
+    if rng.random() >= P_PADDED:
+        draw["lead"] = draw["trail"] = 0.0
+    return draw
+
+
+def room_impulse_response(t60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response at 16 kHz: a unit direct path, then Gaussian noise decaying by 60 dB in
+    ``t60`` seconds whose energy lies ``drr_db`` below the direct path's (direct-to-reverberant ratio)."""
+    t = np.arange(max(2, int(t60 * SAMPLE_RATE))) / SAMPLE_RATE
+    rir = rng.standard_normal(t.size) * np.exp(-6.9 * t / t60)
+    rir[0] = 0.0
+    rir *= math.sqrt(10 ** (-drr_db / 10) / (float(np.sum(rir ** 2)) or 1.0))
+    rir[0] = 1.0
+    return rir
 
 
 def augment(samples: np.ndarray, aug: Dict[str, float]) -> np.ndarray:
@@ -200,16 +224,11 @@ def augment(samples: np.ndarray, aug: Dict[str, float]) -> np.ndarray:
     rng = np.random.default_rng(int(aug.get("seed", 0)))
     x = samples.astype(np.float32)
     if aug.get("speed_factor", 1.0) != 1.0:
-        from lhotse.augmentation import Speed
-
         x = Speed(factor=float(aug["speed_factor"]))(x[None, :], SAMPLE_RATE)[0].astype(np.float32)
     if aug.get("t60", 0.0) > 0:
-        t60 = float(aug["t60"])
-        t = np.arange(int(t60 * SAMPLE_RATE)) / SAMPLE_RATE
-        rir = rng.standard_normal(t.size) * np.exp(-6.9 * t / t60) * 0.3
-        rir[0] = 1.0  # direct path
+        rir = room_impulse_response(float(aug["t60"]), float(aug.get("drr_db", 6.0)), rng)
         peak = float(np.abs(x).max()) or 1.0
-        x = fftconvolve(x, rir)[: x.size + t.size // 2].astype(np.float32)
+        x = fftconvolve(x, rir)[: x.size + rir.size // 2].astype(np.float32)
         x *= peak / (float(np.abs(x).max()) or 1.0)
     speech_rms = float(np.sqrt(np.mean(x ** 2))) or 1e-4
     lead, trail = (int(aug.get(k, 0.0) * SAMPLE_RATE) for k in ("lead", "trail"))
@@ -254,8 +273,6 @@ def _make_jobs(lang: str, split: str, sentences: List[str], voices: List[str], s
 
 
 def _manifest_items(lang: str, job: _Job, num_samples: int):
-    from lhotse import AudioSource, Recording, SupervisionSegment
-
     duration = num_samples / SAMPLE_RATE
     rec = Recording(id=job.utt_id, sources=[AudioSource(type="file", channels=[0], source=str(job.path))],
                     sampling_rate=SAMPLE_RATE, num_samples=num_samples, duration=duration)
