@@ -92,6 +92,25 @@ def test_model_xavier_option_leaves_front_end_convs_norms_and_head_alone():
 
 
 @pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
+def test_model_utterance_mean_norm_ignores_gain_and_padding(encoder):
+    """With utterance_mean_norm a recording's gain (a constant added to log-mel features) changes nothing, and an
+    utterance padded into a batch with a longer one gives what it gives alone; without it the gain matters."""
+    cfg = dict(vocab_size=11, d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 4), num_heads=4)
+    torch.manual_seed(0)
+    model = build_model(named_config(f"{encoder}-tiny", utterance_mean_norm=True, **cfg)).eval()
+    plain = build_model(named_config(f"{encoder}-tiny", **cfg)).eval()
+    feats, lens = torch.randn(2, 90, 80), torch.tensor([90, 61])
+    quiet = feats - 4.0                                                  # about -35 dB in natural-log mel energy
+    with torch.no_grad():
+        out, out_lens = model(feats, lens)
+        torch.testing.assert_close(model(quiet, lens)[0], out, atol=1e-4, rtol=0)
+        alone, alone_len = model(feats[1:, :61], lens[1:])
+        torch.testing.assert_close(alone[0], out[1, :int(alone_len)], atol=1e-5, rtol=0)
+        assert not torch.allclose(plain(quiet, lens)[0], plain(feats, lens)[0], atol=1e-2)
+    assert "utterance_mean_norm" in ModelConfig.__dataclass_fields__ and model.config.to_dict()["utterance_mean_norm"]
+
+
+@pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
 def test_model_overfits_a_few_utterances(encoder):
     """A short CPU overfit on random features: the CTC loss falls by a set factor."""
     torch.manual_seed(0)

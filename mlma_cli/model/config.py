@@ -12,7 +12,7 @@ MIXERS = ("mamba1", "mamba2")
 # and backend) may change between a checkpoint and the run that resumes from it.
 ARCHITECTURE_FIELDS = ("encoder", "num_features", "vocab_size", "d_model", "num_layers", "ffn_dim",
                        "subsampling_channels", "conv_kernel", "mixer", "d_state", "d_conv", "expand", "dt_rank",
-                       "mamba2_headdim", "bidirectional", "num_heads")
+                       "mamba2_headdim", "bidirectional", "num_heads", "utterance_mean_norm")
 # Values of scan_backend (model/backends.py chooses the scan for each); check_scan_backend is the one check.
 SCAN_BACKENDS = ("auto", "torch", "cuda")
 
@@ -52,6 +52,9 @@ class ModelConfig:
         xavier_init: re-initialise the encoder layers' (and their input Linear's) >1-D weights with Xavier like
             the reference recipe; front-end convs, norms and the CTC head keep their defaults (off by default:
             it overwrites the Mamba-specific initialisations).
+        utterance_mean_norm: after the global CMVN, subtract each utterance's mean feature vector (over its valid
+            frames). A recording's gain is an additive constant on log-mel features, so this makes the model
+            blind to the level of a recording (Kaldi's per-utterance CMN; ESPnet's utterance_mvn, means only).
     """
 
     encoder: str = "conmamba"
@@ -77,6 +80,7 @@ class ModelConfig:
     scan_backend: str = "auto"
     num_heads: int = 4
     xavier_init: bool = False
+    utterance_mean_norm: bool = False
 
     def __post_init__(self) -> None:
         self.subsampling_channels = tuple(self.subsampling_channels)  # YAML/JSON give lists

@@ -8,12 +8,14 @@ import torch.nn as nn
 
 from mlma_cli.model.config import ModelConfig, check_scan_backend
 from mlma_cli.model.encoders import Encoder
+from mlma_cli.model.masking import valid_mask
 
 
 class CTCModel(nn.Module):
     """forward(feats (B, T, F) float, feat_lens (B,) int64) -> (log_probs (B, T', V), out_lens (B,)).
 
-    Global CMVN is stored as buffers (set_cmvn), so a checkpoint carries it and callers pass raw features.
+    Global CMVN is stored as buffers (set_cmvn), so a checkpoint carries it and callers pass raw features;
+    with ``config.utterance_mean_norm`` each utterance's mean (over its ``feat_lens`` frames) is removed after it.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -64,9 +66,18 @@ class CTCModel(nn.Module):
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if feats.dim() != 3 or feats.shape[-1] != self.config.num_features:
             raise ValueError(f"feats must be (B, T, {self.config.num_features}), got {tuple(feats.shape)}")
+        feat_lens = feat_lens.to(feats.device)
         x = (feats - self.cmvn_mean) / self.cmvn_std  # padded frames are zeroed after this, in the front end
-        x, out_lens = self.encoder(x, feat_lens.to(feats.device))
+        if self.config.utterance_mean_norm:
+            x = x - utterance_mean(x, feat_lens)
+        x, out_lens = self.encoder(x, feat_lens)
         return torch.log_softmax(self.ctc_head(x).float(), dim=-1), out_lens
+
+
+def utterance_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) features, (B,) valid lengths -> (B, 1, F): each utterance's mean over its valid frames."""
+    mask = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)           # (B, T, 1)
+    return (x * mask).sum(dim=1, keepdim=True) / lengths.clamp(min=1).to(x.dtype)[:, None, None]
 
 
 def build_model(cfg: ModelConfig) -> CTCModel:
