@@ -31,6 +31,7 @@ SMALL = dict(d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 8), 
 RANDOM_MODELS = {
     "mamba2": dict(encoder="conmamba", mixer="mamba2", d_state=16, mamba2_headdim=16, **SMALL),
     "conformer": dict(encoder="conformer", num_heads=2, **SMALL),
+    "conmamba_utterance_cmn": dict(encoder="conmamba", utterance_mean_norm=True, **SMALL),  # padded batches too
 }
 
 
@@ -126,7 +127,7 @@ def test_fp32_parity_trained_conmamba(trained, lengths, batch_size):
 
 @pytest.mark.parametrize("name", sorted(RANDOM_MODELS))
 @pytest.mark.parametrize("lengths, batch_size", CASES[:3])
-def test_fp32_parity_mamba2_and_conformer(random_exports, name, lengths, batch_size):
+def test_fp32_parity_random_models(random_exports, name, lengths, batch_size):
     ckpt, res = random_exports[name]
     rep = _check_parity(ckpt, res.out_dir, lengths, batch_size)
     assert rep.identical == rep.n
