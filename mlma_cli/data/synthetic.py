@@ -10,9 +10,10 @@ Text (``text=``):
 
 Acoustics: every espeak-ng voice variant that speaks the language, speed and pitch, and with ``augment=True``
 (default) lhotse speed perturbation, a synthetic room impulse response (exponential decay, 0-12 dB
-direct-to-reverberant ratio), leading and trailing silence of varied length (half the utterances), white or pink noise (15-40 dB SNR, else a
-50-70 dB noise floor: never digital silence) and a peak level from -35 to -1 dBFS (so quiet recordings occur). Everything is drawn from generators seeded by (seed, lang, split, index), so the corpus is
-deterministic for a seed. Audio is 16 kHz mono 16-bit wav under ``DATA/audio/synthetic/<lang>/<split>``,
+direct-to-reverberant ratio), leading and trailing silence of varied length (on half of the utterances), white or
+pink noise (15-40 dB SNR, else a 50-70 dB noise floor: never digital silence) and a peak level from -35 to -1 dBFS
+(so quiet recordings occur). Everything is drawn from generators seeded by (seed, lang, split, index), so the
+corpus is deterministic for a seed. Audio is 16 kHz mono 16-bit wav under ``DATA/audio/synthetic/<lang>/<split>``,
 manifests go to ``DATA/manifests/synthetic/<lang>/<split>`` (recording paths are absolute).
 """
 from __future__ import annotations
@@ -61,8 +62,7 @@ PEAK_DB = (-35.0, -1.0)
 P_SPEED, SPEED_FACTORS = 0.3, (0.9, 1.1)
 P_REVERB, T60, DRR_DB = 0.15, (0.15, 0.6), (0.0, 12.0)  # direct-to-reverberant energy ratio of the impulse response
 P_NOISE, SNR_DB = 0.4, (15.0, 40.0)
-# The other utterances get a faint noise floor: a recording is never digital silence, and runs of exact zeros hit the
-# fbank's log floor, an extreme input under which the tiny models stayed on the CTC blank plateau (egs/mini/RESULTS.md).
+# The other utterances get a faint noise floor (SNR dB): a real recording is never digital silence.
 FLOOR_SNR_DB = (50.0, 70.0)
 ESPEAK_HINT = "install it: sudo apt-get install espeak-ng (Debian/Ubuntu) or brew install espeak-ng (macOS)"
 
