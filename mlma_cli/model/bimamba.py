@@ -142,15 +142,19 @@ class BiMamba(nn.Module):
         params = self._step_params()
         if any(p.is_inference() for p in params):  # made under inference_mode: no version counter to watch
             with torch.no_grad():
-                return {k: v.contiguous() if k in ("conv", "A_t") else v for k, v in self._step_weights().items()}
+                return self._prepared_weights()
         key = [(p.data_ptr(), p._version) for p in params]
         cached = self.__dict__.get("_inference_cache")
         if cached is not None and cached[0] == key:
             return cached[2]
         with torch.inference_mode(False), torch.no_grad():
-            weights = {k: v.contiguous() if k in ("conv", "A_t") else v for k, v in self._step_weights().items()}
+            weights = self._prepared_weights()
         self.__dict__["_inference_cache"] = (key, [p.detach() for p in params], weights)
         return weights
+
+    def _prepared_weights(self) -> dict:
+        """:meth:`_step_weights` with the transposed conv taps and A made contiguous for the kernels."""
+        return {k: v.contiguous() if k in ("conv", "A_t") else v for k, v in self._step_weights().items()}
 
     def _bidirectional(self, xz: torch.Tensor, lengths: Optional[torch.Tensor], mask: Optional[torch.Tensor],
                        scan) -> torch.Tensor:
