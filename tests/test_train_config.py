@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlma_cli.train.config import Config, load_config, resolve_model_config
+from mlma_cli.train.config import Config, TrainConfig, load_config, resolve_model_config
 
 
 def test_yaml_with_overrides(tmp_path):
@@ -134,7 +134,7 @@ def test_cut_filter_counts_each_reason(tmp_path):
 
 
 def test_noam_schedule_and_no_decay_groups():
-    from mlma_cli.train.optim import NoamScheduler, build_optimizer, noam_factor
+    from mlma_cli.train.optim import WarmupScheduler, build_optimizer, noam_factor
 
     assert noam_factor(1, 100) == pytest.approx(0.01)
     assert noam_factor(100, 100) == pytest.approx(1.0)
@@ -153,7 +153,7 @@ def test_noam_schedule_and_no_decay_groups():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 5e-4 and [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 4  # bias, norm w/b, A_log
-    sched = NoamScheduler(opt, warmup_steps=10)
+    sched = WarmupScheduler(opt, warmup_steps=10)
     lrs = []
     for _ in range(40):
         lrs.append(opt.param_groups[0]["lr"])
@@ -162,10 +162,42 @@ def test_noam_schedule_and_no_decay_groups():
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 9
     state = sched.state_dict()
     opt2 = build_optimizer(M(), lr=1e-3, betas=(0.9, 0.98), weight_decay=5e-4)
-    sched2 = NoamScheduler(opt2, warmup_steps=10)
+    sched2 = WarmupScheduler(opt2, warmup_steps=10)
     sched2.load_state_dict(state)
     assert sched2.get_last_lr() == sched.get_last_lr()
     assert math.isclose(sched2.lr_lambdas[0](39), noam_factor(40, 10))
+
+
+def test_cosine_schedule_anneals_to_zero_at_max_steps():
+    from mlma_cli.train.optim import WarmupScheduler, cosine_factor, lr_factor
+
+    assert cosine_factor(5, 10, 110) == pytest.approx(0.5)           # warmup: linear
+    assert cosine_factor(10, 10, 110) == pytest.approx(1.0)          # peak at the end of warmup
+    mid = cosine_factor(60, 10, 110)
+    assert mid == pytest.approx(0.5 * (1 + math.cos(math.pi * 50 / 101)))
+    assert 0 < cosine_factor(110, 10, 110) < 1e-3 and cosine_factor(500, 10, 110) == 0.0
+    factors = [cosine_factor(s, 10, 110) for s in range(10, 111)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))          # strictly decreasing after warmup
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_factor(1, "cosine", 10)
+    with pytest.raises(ValueError, match="linear"):
+        lr_factor(1, "linear", 10, 100)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=2.0)
+    sched = WarmupScheduler(opt, warmup_steps=10, schedule="cosine", total_steps=110)
+    lrs = []
+    for _ in range(110):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[9] == pytest.approx(2.0) and lrs[59] == pytest.approx(2.0 * mid) and lrs[-1] < 2e-3
+
+
+def test_cosine_schedule_needs_max_steps():
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(lr_schedule="cosine").validate()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step", max_steps=10).validate()
+    TrainConfig(lr_schedule="cosine", max_steps=10).validate()
 
 
 def test_real_model_marks_mamba_parameters_no_decay():

@@ -34,6 +34,8 @@ import yaml
 from mlma_cli.errors import MlmaError
 from mlma_cli.model.config import ModelConfig, named_config
 
+LR_SCHEDULES = ("noam", "cosine")  # train/optim.py: lr_factor
+
 FEATURE_MODES = ("auto", "precomputed", "on-the-fly")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -167,7 +169,9 @@ class TrainConfig:
             threads per process avoid oversubscription, which can slow training 10x.
         lr: peak learning rate reached at the end of warmup.
         betas, weight_decay: AdamW; biases, norms and parameters marked ``_no_weight_decay`` get no decay.
-        warmup_steps: Noam schedule: lr rises linearly for warmup_steps, then decays as 1/sqrt(step).
+        lr_schedule: "noam" (linear warmup, then lr * sqrt(warmup_steps / step)) or "cosine" (linear warmup, then a
+            half cosine to 0 at max_steps, which it needs: for short fixed budgets such as the mini recipe).
+        warmup_steps: optimizer steps of the linear warmup to ``lr``.
         grad_clip: max global gradient norm (0 disables clipping).
         accum_grad: batches per optimizer step.
         max_epochs: epochs to train (an epoch is one temperature-sampled pass, see ``train/data.py``).
@@ -192,6 +196,7 @@ class TrainConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 5e-4
     eps: float = 1e-8
+    lr_schedule: str = "noam"
     warmup_steps: int = 7500
     grad_clip: float = 5.0
     accum_grad: int = 1
@@ -231,6 +236,10 @@ class TrainConfig:
             bad("threads must be >= 1 (or null)")
         if self.max_steps is not None and self.max_steps < 1:
             bad("max_steps must be >= 1 (or null)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad(f"lr_schedule={self.lr_schedule!r}, expected one of {LR_SCHEDULES}")
+        if self.lr_schedule == "cosine" and self.max_steps is None:
+            bad("lr_schedule=cosine anneals to 0 at max_steps: set train.max_steps")
 
 
 @dataclass

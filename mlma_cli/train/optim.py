@@ -1,10 +1,12 @@
-"""AdamW with decoupled weight decay on weight matrices only, and the Noam warmup schedule."""
+"""AdamW with decoupled weight decay on weight matrices only, and the warmup lr schedules (Noam, cosine)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
+
+from mlma_cli.train.config import LR_SCHEDULES
 
 
 # Normalisation layers: their gains are exempt from weight decay whatever their shape (the front end's
@@ -49,13 +51,41 @@ def noam_factor(step: int, warmup_steps: int) -> float:
     return min(s / warmup_steps, math.sqrt(warmup_steps / s))
 
 
-class NoamScheduler(torch.optim.lr_scheduler.LambdaLR):
-    """``LambdaLR`` with the Noam factor; ``scheduler.step()`` once per optimizer step. state_dict() is resumable."""
+def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to 1.0, then a half cosine from 1.0 at ``warmup_steps`` to ~0 at ``total_steps`` (0 after).
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int):
+    Annealing to zero at the last step is what a fixed, short budget wants: Noam's sqrt decay still trains at half
+    the peak lr at 4x the warmup, so the last checkpoints (the ones averaged) are taken at a high lr.
+    """
+    s = max(step, 1)
+    if s <= warmup_steps:
+        return s / warmup_steps
+    progress = min(1.0, (s - warmup_steps) / (max(total_steps, warmup_steps) - warmup_steps + 1))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: Optional[int] = None) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (1-based) under ``schedule`` (one of LR_SCHEDULES)."""
+    if schedule == "noam":
+        return noam_factor(step, warmup_steps)
+    if schedule == "cosine":
+        if total_steps is None:
+            raise ValueError("the cosine lr schedule needs total_steps (train.max_steps)")
+        return cosine_factor(step, warmup_steps, total_steps)
+    raise ValueError(f"lr schedule {schedule!r}, expected one of {', '.join(LR_SCHEDULES)}")
+
+
+class WarmupScheduler(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` with ``lr_factor``; ``scheduler.step()`` once per optimizer step. state_dict() is resumable
+    (the schedule itself comes from the config, so a resumed run with a new max_steps re-aims the cosine)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, schedule: str = "noam",
+                 total_steps: Optional[int] = None):
+        lr_factor(1, schedule, warmup_steps, total_steps)  # fail early on a bad schedule
         self.warmup_steps = warmup_steps
         # LambdaLR calls the lambda with the number of completed steps (0 first); the first update uses step 1.
-        super().__init__(optimizer, lr_lambda=lambda n: noam_factor(n + 1, warmup_steps))
+        super().__init__(optimizer, lr_lambda=lambda n: lr_factor(n + 1, schedule, warmup_steps, total_steps))
 
     def state_dict(self):
         sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}

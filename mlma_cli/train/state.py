@@ -45,7 +45,7 @@ from mlma_cli.train.config import Config, resolve_model_config
 from mlma_cli.train.data import TrainData, build_train_data
 from mlma_cli.train.ddp import DistInfo
 from mlma_cli.train.faults import BadBatchTracker
-from mlma_cli.train.optim import NoamScheduler, build_optimizer
+from mlma_cli.train.optim import WarmupScheduler, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class TrainState:
     tokenizer: Tokenizer
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: NoamScheduler
+    scheduler: WarmupScheduler
     scaler: torch.amp.GradScaler
     averager: RunningAverage
     faults: BadBatchTracker
@@ -164,7 +164,7 @@ class TrainState:
                                 is_main=info.is_main)
         optimizer = build_optimizer(model, tc.lr, tc.betas, tc.weight_decay, tc.eps)
         state = cls(config=config, model_config=model_cfg, tokenizer=tokenizer, model=model, optimizer=optimizer,
-                    scheduler=NoamScheduler(optimizer, tc.warmup_steps),
+                    scheduler=WarmupScheduler(optimizer, tc.warmup_steps, tc.lr_schedule, tc.max_steps),
                     scaler=torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16),
                     averager=RunningAverage(model, tc.average_every), faults=BadBatchTracker(tc.max_bad_batches),
                     data=data)
