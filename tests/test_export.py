@@ -32,6 +32,7 @@ RANDOM_MODELS = {
     "mamba2": dict(encoder="conmamba", mixer="mamba2", d_state=16, mamba2_headdim=16, **SMALL),
     "conformer": dict(encoder="conformer", num_heads=2, **SMALL),
     "conmamba_utterance_cmn": dict(encoder="conmamba", utterance_mean_norm=True, **SMALL),  # padded batches too
+    "conmamba_subsampling2": dict(encoder="conmamba", subsampling_factor=2, **SMALL),       # 20 ms output frames
 }
 
 
@@ -123,6 +124,13 @@ def test_fp32_parity_trained_conmamba(trained, lengths, batch_size):
     ckpt, _, res = trained
     rep = _check_parity(ckpt, res.out_dir, lengths, batch_size)
     assert rep.identical == rep.n
+
+
+def test_metadata_carries_the_subsampling_factor(random_exports):
+    from mlma_cli.export.runtime import OnnxCtcModel
+
+    assert OnnxCtcModel(random_exports["conformer"][1].out_dir).metadata["subsampling_factor"] == 4
+    assert OnnxCtcModel(random_exports["conmamba_subsampling2"][1].out_dir).metadata["subsampling_factor"] == 2
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_MODELS))

@@ -91,6 +91,40 @@ def test_model_xavier_option_leaves_front_end_convs_norms_and_head_alone():
             assert not torch.allclose(xav[name], keep[name]), name
 
 
+def test_frontend_dropout_applies_to_the_conv_blocks_only():
+    """frontend_dropout sets the two conv blocks' dropout; the one after the front end's Linear and the encoder's
+    keep ``dropout``; None (old checkpoints) means ``dropout`` everywhere; out of [0, 1) is an early error."""
+    cfg = dict(vocab_size=11, d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 4), dropout=0.2)
+    fe = build_model(named_config("conmamba-tiny", frontend_dropout=0.0, **cfg)).encoder.frontend
+    assert (fe.block1.dropout.p, fe.block2.dropout.p, fe.dropout.p) == (0.0, 0.0, 0.2)
+    fe = build_model(named_config("conmamba-tiny", **cfg)).encoder.frontend
+    assert (fe.block1.dropout.p, fe.block2.dropout.p, fe.dropout.p) == (0.2, 0.2, 0.2)
+    with pytest.raises(ValueError, match="frontend_dropout"):
+        named_config("conmamba-tiny", frontend_dropout=1.0, **cfg)
+
+
+@pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
+def test_subsampling_factor_2_keeps_the_frame_rate_of_the_first_block(encoder):
+    """subsampling_factor 2: ceil(T/2) output frames of 20 ms (timestamps follow), padding-invariant like factor 4."""
+    from mlma_cli.decode.timestamps import frame_seconds
+
+    cfg = dict(vocab_size=11, d_model=32, num_layers=1, ffn_dim=64, subsampling_channels=(8, 4), num_heads=4)
+    torch.manual_seed(0)
+    model = build_model(named_config(f"{encoder}-tiny", subsampling_factor=2, **cfg)).eval()
+    lens = torch.tensor([101, 57, 8])
+    assert model.output_lengths(lens).tolist() == [51, 29, 4]
+    assert frame_seconds(model) == pytest.approx(0.02)
+    assert frame_seconds(build_model(named_config(f"{encoder}-tiny", **cfg))) == pytest.approx(0.04)
+    x = torch.randn(3, 101, 80)
+    with torch.no_grad():
+        batch, out_lens = model(x, lens)
+        alone, _ = model(x[1:2, :57], lens[1:2])
+    assert out_lens.tolist() == [51, 29, 4] and batch.shape[1] == 51
+    torch.testing.assert_close(batch[1, :29], alone[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="subsampling_factor"):
+        named_config(f"{encoder}-tiny", subsampling_factor=3, **cfg)
+
+
 @pytest.mark.parametrize("encoder", ["conmamba", "conformer"])
 def test_model_utterance_mean_norm_ignores_gain_and_padding(encoder):
     """With utterance_mean_norm a recording's gain (a constant added to log-mel features) changes nothing, and an

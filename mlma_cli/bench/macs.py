@@ -2,7 +2,8 @@
 
     macs = model_macs(cfg, frames)          # {"frontend": n, "ffn": n, "mixer": n, "conv": n, "head": n}
 
-``frames`` are feature frames (100 per second); the encoder runs at T' = ceil(ceil(frames/2)/2). One MAC is a
+``frames`` are feature frames (100 per second); the encoder runs at T' = ceil(ceil(frames/2)/2) (ceil(frames/2)
+with ``subsampling_factor: 2``). One MAC is a
 multiply-add; the selective scan counts 3 per channel, state and step (the decay, the state update, the read-out),
 the attention's softmax and the elementwise ops count nothing. Batch 1: multiply by the batch size for more.
 Used by the model benchmark to put a MAC ratio beside each time ratio.
@@ -12,15 +13,16 @@ from __future__ import annotations
 from typing import Dict
 
 
-def _subsampled(frames: int) -> int:
-    return ((frames + 1) // 2 + 1) // 2
+def _subsampled(cfg, frames: int) -> int:
+    t1 = (frames + 1) // 2
+    return (t1 + 1) // 2 if cfg.subsampling_factor == 4 else t1
 
 
 def frontend_macs(cfg, frames: int) -> int:
-    """Two 3x3 stride-2 Conv2d blocks and the Linear to d_model."""
+    """Two 3x3 Conv2d blocks (stride 2 in frequency; in time, 2 then 2 or 1) and the Linear to d_model."""
     c1, c2 = cfg.subsampling_channels
     t1, f1 = (frames + 1) // 2, (cfg.num_features + 1) // 2
-    t2, f2 = (t1 + 1) // 2, (f1 + 1) // 2
+    t2, f2 = _subsampled(cfg, frames), (f1 + 1) // 2
     return t1 * f1 * c1 * 9 + t2 * f2 * c2 * c1 * 9 + t2 * c2 * f2 * cfg.d_model
 
 
@@ -51,7 +53,7 @@ def layer_macs(cfg, t: int) -> Dict[str, int]:
 
 def model_macs(cfg, frames: int) -> Dict[str, int]:
     """MACs of one utterance of ``frames`` feature frames through the whole model, by part (plus "total")."""
-    t = _subsampled(frames)
+    t = _subsampled(cfg, frames)
     per_layer = layer_macs(cfg, t)
     out = {"frontend": frontend_macs(cfg, frames)}
     out.update({k: v * cfg.num_layers for k, v in per_layer.items()})

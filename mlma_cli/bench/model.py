@@ -157,7 +157,7 @@ def _attention_bytes(cfg, frames: int, train: bool) -> int:
     """Rough peak of the Conformer's (B=1, H, T', T') attention tensors: about six T'xT' score-sized tensors live
     at once in a forward pass (position scores are (T', 2T'-1) before the shift), four more kept per layer for
     backward."""
-    t = (frames + 3) // 4
+    t = -(-frames // cfg.subsampling_factor)
     per = cfg.num_heads * t * t * 4
     return per * (6 + (4 * cfg.num_layers if train else 0))
 

@@ -7,7 +7,7 @@ Keys (all values are strings, as ONNX requires):
     languages          comma-separated ISO codes the model was trained on
     vocab_size         V
     blank_id           0
-    subsampling_factor 4
+    subsampling_factor 4 (or 2: the model config's front end)
     feature_dim        80
     sample_rate        16000
     lang_tags          "1" when the tokenizer has <lang> tags
@@ -19,14 +19,13 @@ from __future__ import annotations
 from typing import Dict, Mapping
 
 FORMAT = "mlma-ctc-onnx"
-SUBSAMPLING_FACTOR = 4
 FEATURE_DIM = 80
 SAMPLE_RATE = 16000
 INT_KEYS = ("vocab_size", "blank_id", "subsampling_factor", "feature_dim", "sample_rate")
 
 
 def build_metadata(*, model_type: str, mixer: str, languages, vocab_size: int, lang_tags: bool, version: str,
-                   num_features: int = FEATURE_DIM, is_int8: bool = False) -> Dict[str, str]:
+                   num_features: int = FEATURE_DIM, subsampling_factor: int = 4, is_int8: bool = False) -> Dict[str, str]:
     """The metadata_props dict of an export (see the module docstring)."""
     return {
         "mlma_format": FORMAT,
@@ -36,7 +35,7 @@ def build_metadata(*, model_type: str, mixer: str, languages, vocab_size: int, l
         "languages": ",".join(languages),
         "vocab_size": str(int(vocab_size)),
         "blank_id": "0",
-        "subsampling_factor": str(SUBSAMPLING_FACTOR),
+        "subsampling_factor": str(int(subsampling_factor)),
         "feature_dim": str(int(num_features)),
         "sample_rate": str(SAMPLE_RATE),
         "lang_tags": "1" if lang_tags else "0",

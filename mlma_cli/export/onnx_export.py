@@ -218,7 +218,7 @@ def export_checkpoint(checkpoints: Union[PathLike, Sequence[PathLike]], out_dir:
     langs = _languages(inf.meta)
     meta = build_metadata(model_type=cfg.encoder, mixer=cfg.mixer if cfg.encoder == "conmamba" else "",
                           languages=langs, vocab_size=cfg.vocab_size, lang_tags=tok.lang_tags, version=__version__,
-                          num_features=cfg.num_features)
+                          num_features=cfg.num_features, subsampling_factor=cfg.subsampling_factor)
     model_path = out / MODEL_FILE
     loops = export_model(inf.model, model_path, meta, opset)
     files = [model_path]

@@ -11,7 +11,7 @@ MIXERS = ("mamba1", "mamba2")
 # Fields that define the network (parameter shapes, layer types). The rest (dropout, init ranges, scan chunk
 # and backend) may change between a checkpoint and the run that resumes from it.
 ARCHITECTURE_FIELDS = ("encoder", "num_features", "vocab_size", "d_model", "num_layers", "ffn_dim",
-                       "subsampling_channels", "conv_kernel", "mixer", "d_state", "d_conv", "expand", "dt_rank",
+                       "subsampling_channels", "subsampling_factor", "conv_kernel", "mixer", "d_state", "d_conv", "expand", "dt_rank",
                        "mamba2_headdim", "bidirectional", "num_heads", "utterance_mean_norm")
 # Values of scan_backend (model/backends.py chooses the scan for each); check_scan_backend is the one check.
 SCAN_BACKENDS = ("auto", "torch", "cuda")
@@ -36,7 +36,14 @@ class ModelConfig:
         num_layers: number of macaron layers N.
         ffn_dim: hidden size of each feed-forward module (4 * D in the reference).
         dropout: dropout used in FFN, ConvModule, front end (and attention for the Conformer).
-        subsampling_channels: channels of the two stride-2 Conv2d blocks (4x time subsampling).
+        frontend_dropout: dropout inside the front end's two Conv2d blocks (None: ``dropout``). Their activations
+            hold up to 2,560 values per frame against d_model in the encoder, so on CPU drawing their random
+            masks costs more than the whole encoder of a tiny model (a quarter of its training step); 0 skips it.
+            The dropout after the front end's Linear stays ``dropout``.
+        subsampling_channels: channels of the front end's two Conv2d blocks.
+        subsampling_factor: time subsampling of the front end: 4 (40 ms output frames, the reference) or 2 (20 ms:
+            twice the encoder frames, for character targets as dense as fast synthetic speech gives, where CTC
+            needs a frame per character and a blank between repeats).
         conv_kernel: depthwise kernel of the ConvModule.
         mixer: "mamba1" (selective scan, as ConMamba) or "mamba2" (SSD) for the ConMamba encoder.
         d_state: SSM state size N (16 for Mamba-1; Mamba-2 commonly uses 64).
@@ -64,7 +71,9 @@ class ModelConfig:
     num_layers: int = 18
     ffn_dim: int = 1024
     dropout: float = 0.1
+    frontend_dropout: Optional[float] = None
     subsampling_channels: Tuple[int, int] = (64, 32)
+    subsampling_factor: int = 4
     conv_kernel: int = 31
     mixer: str = "mamba1"
     d_state: int = 16
@@ -110,12 +119,16 @@ class ModelConfig:
                 bad(f"{name}={getattr(self, name)} must be >= 1")
         if self.vocab_size < 2:
             bad("vocab_size must be >= 2 (blank + at least one token)")
-        if not 0.0 <= self.dropout < 1.0:
-            bad(f"dropout={self.dropout} must be in [0, 1)")
+        for name in ("dropout", "frontend_dropout"):
+            p = getattr(self, name)
+            if p is not None and not 0.0 <= p < 1.0:
+                bad(f"{name}={p} must be in [0, 1)")
         if self.conv_kernel % 2 == 0:
             bad(f"conv_kernel={self.conv_kernel} must be odd for 'same' padding")
         if len(self.subsampling_channels) != 2:
             bad("subsampling_channels must hold two channel counts")
+        if self.subsampling_factor not in (2, 4):
+            bad(f"subsampling_factor={self.subsampling_factor} must be 4 or 2")
         if self.encoder == "conformer" and self.d_model % self.num_heads:
             bad(f"d_model={self.d_model} not divisible by num_heads={self.num_heads}")
         if self.encoder == "conmamba" and self.mixer == "mamba2" and self.d_inner % self.mamba2_headdim:

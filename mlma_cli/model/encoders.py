@@ -79,7 +79,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.frontend = ConvFrontEnd(cfg.num_features, cfg.d_model, cfg.subsampling_channels, cfg.dropout)
+        self.frontend = ConvFrontEnd(cfg.num_features, cfg.d_model, cfg.subsampling_channels, cfg.dropout,
+                                     cfg.frontend_dropout, cfg.subsampling_factor)
         layer = ConMambaLayer if cfg.encoder == "conmamba" else ConformerLayer
         self.layers = nn.ModuleList(layer(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model)
