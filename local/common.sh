@@ -63,3 +63,21 @@ run_once() {
   mkdir -p "$(dirname "$marker")"
   stage_signature "$@" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
+
+wait_all() {
+  # wait_all PIDS LOGS   (names of two arrays) waits for every background job PIDS[i]; echoes the last line of
+  # the log file LOGS[i] of each that succeeded, and of each that failed its last lines. Returns 1 when any
+  # failed, after all have ended.
+  local -n _pids=$1 _logs=$2
+  local i failed=0
+  for i in "${!_pids[@]}"; do
+    if wait "${_pids[$i]}"; then
+      echo "    ${_logs[$i]}: $(tail -n 1 "${_logs[$i]}" 2>/dev/null)" >&2
+    else
+      log "failed: see ${_logs[$i]}; its last lines:"
+      tail -n 15 "${_logs[$i]}" >&2 || true
+      failed=1
+    fi
+  done
+  return "$failed"
+}

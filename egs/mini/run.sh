@@ -9,6 +9,7 @@
 #   ./run.sh                          # everything, both models
 #   ./run.sh --stage 4 --models conmamba_tiny
 #   ./run.sh --smoke true             # smallest setting (the test suite runs it)
+#   ./run.sh --train-jobs 1           # train the models one after the other (on every core), not at once
 #   ./run.sh --text grammar --tokenizer-type unigram   # the closed-vocabulary corpus of earlier releases
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,6 +26,8 @@ test_utts=200
 vocab_size=256        # unigram / bpe only (char takes every character of the training text)
 tokenizer_type=char   # char | unigram | bpe (RESULTS.md: the ablation)
 jobs=2
+train_jobs=2          # models trained at the same time, each on nproc/train_jobs threads (tiny models use 2
+                      # threads poorly: two 1-thread trainings at once take about as long as one 2-thread one)
 decode_methods="ctc-greedy-search ctc-prefix-beam-search"
 avg=3                 # checkpoints averaged for decoding
 smoke=false           # tiny corpus and a few training steps: proves the pipeline, not the accuracy
@@ -67,13 +70,43 @@ if in_stage 2; then
     --output-dir "$data/lang" --vocab-size "$vocab_size" --model-type "$tokenizer_type"
 fi
 
+if in_stage 3; then
+  n_models=$(wc -w <<< "$models")
+  parallel=$(( train_jobs < n_models ? train_jobs : n_models ))
+  parallel=$(( parallel < 1 ? 1 : parallel ))
+  thread_overrides=()
+  if [ "$parallel" -gt 1 ]; then
+    threads=$(( $(nproc) / parallel )); threads=$(( threads < 1 ? 1 : threads ))
+    thread_overrides=(--set "train.threads=$threads" --set train.progress=false)
+  fi
+  train_model() {  # train_model MODEL
+    run_once "$exp/$1/.done.train" mlma train --config "conf/train_$1.yaml" --data-dir "$data" \
+      --tokenizer "$data/lang/tokenizer.model" --exp-dir "$exp/$1" "${train_sets[@]}" "${train_overrides[@]}" \
+      "${thread_overrides[@]}"
+  }
+  pids=(); logs=()
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 130' INT TERM   # each training checkpoints and stops
+  for model in $models; do
+    if [ "$parallel" -eq 1 ]; then
+      log "stage 3: train $model"
+      train_model "$model"
+      continue
+    fi
+    mkdir -p "$exp/$model"
+    log "stage 3: train $model ($parallel at a time on $threads thread(s) each; output in $exp/$model/train.out)"
+    train_model "$model" > "$exp/$model/train.out" 2>&1 &
+    pids+=($!); logs+=("$exp/$model/train.out")
+    if [ "${#pids[@]}" -ge "$parallel" ]; then
+      wait_all pids logs || exit 1
+      pids=(); logs=()
+    fi
+  done
+  [ "${#pids[@]}" -eq 0 ] || wait_all pids logs || exit 1
+  trap - INT TERM
+fi
+
 for model in $models; do
   dir=$exp/$model
-  if in_stage 3; then
-    log "stage 3: train $model"
-    run_once "$dir/.done.train" mlma train --config "conf/train_${model}.yaml" --data-dir "$data" \
-      --tokenizer "$data/lang/tokenizer.model" --exp-dir "$dir" "${train_sets[@]}" "${train_overrides[@]}"
-  fi
   if in_stage 4; then
     log "stage 4: average the last $avg checkpoints of $model"
     run_once "$dir/.done.average" mlma average --exp-dir "$dir" --last "$avg" --output "$dir/averaged.pt"

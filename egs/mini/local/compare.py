@@ -4,13 +4,16 @@
     local/compare.py EXP_DIR MODEL [MODEL ...] > EXP_DIR/compare.md
 
 Reads EXP_DIR/<model>/decode/scores.json (written by `mlma score`), and EXP_DIR/../data (or --data) for the OOV
-rates in DATA/manifests/synthetic/<lang>/oov.json when present. Prints markdown.
+rates in DATA/manifests/synthetic/<lang>/oov.json when present. Prints markdown: first each model's training
+budget (steps; wall time from the first to the last line of its train.log, so equal steps and equal wall time can
+be told apart), then the tables.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 
@@ -18,6 +21,31 @@ def _cell(metric: dict) -> str:
     lo, hi = metric.get("ci95") or (None, None)
     ci = f" [{lo:.1f}-{hi:.1f}]" if lo is not None else ""
     return f"{metric['rate']:.1f}{ci}"
+
+
+def _log_time(line: str):
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return None
+
+
+def training_budget(model_dir: Path) -> str:
+    """'steps | wall min | audio-s/s' of one model from its metrics.jsonl and train.log ('-' where missing)."""
+    steps, speeds = "-", []
+    metrics = model_dir / "metrics.jsonl"
+    if metrics.is_file():
+        train = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("kind") == "train"]
+        if train:
+            steps = f"{train[-1]['step']:,}"
+            speeds = [r["audio_sec_per_sec"] for r in train if "audio_sec_per_sec" in r]
+    times = []
+    log = model_dir / "train.log"
+    if log.is_file():
+        times = [t for t in map(_log_time, log.read_text().splitlines()) if t is not None]
+    wall = f"{(times[-1] - times[0]).total_seconds() / 60:.1f}" if len(times) > 1 else "-"
+    speed = f"{sum(speeds) / len(speeds):.0f}" if speeds else "-"
+    return f"{steps} | {wall} | {speed}"
 
 
 def main(argv=None) -> int:
@@ -43,6 +71,10 @@ def main(argv=None) -> int:
         for split, s in stats.items():
             if isinstance(s, dict) and "oov_rate" in s:
                 oov[f"synthetic/{f.parent.name}/{split}"] = s["oov_rate"]
+    print("Training: steps, wall minutes (first to last line of train.log) and mean audio seconds per second\n")
+    print("| model | steps | wall min | audio-s/s |\n|---|---|---|---|")
+    for model in args.models:
+        print(f"| {model} | {training_budget(args.exp_dir / model)} |")
     for setting in sorted({s for s, _ in rows}):
         print(f"\n**{setting}**: WER % [95% CI] / CER % [95% CI]; OOV = % of word tokens never in the training text\n")
         head = "| test set | OOV % | utts | " + " | ".join(f"{m} WER | {m} CER" for m in args.models) + " |"
