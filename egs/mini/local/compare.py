@@ -35,10 +35,10 @@ def training_budget(model_dir: Path) -> str:
     steps, speeds = "-", []
     metrics = model_dir / "metrics.jsonl"
     if metrics.is_file():
-        train = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("kind") == "train"]
-        if train:
-            steps = f"{train[-1]['step']:,}"
-            speeds = [r["audio_sec_per_sec"] for r in train if "audio_sec_per_sec" in r]
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        if records:  # the last step is logged by its validation when it is no multiple of log_every
+            steps = f"{max(r.get('step', 0) for r in records):,}"
+            speeds = [r["audio_sec_per_sec"] for r in records if r.get("kind") == "train" and "audio_sec_per_sec" in r]
     times = []
     log = model_dir / "train.log"
     if log.is_file():
