@@ -15,6 +15,7 @@ ARCHITECTURE_FIELDS = ("encoder", "num_features", "vocab_size", "d_model", "num_
                        "mamba2_headdim", "bidirectional", "num_heads", "utterance_mean_norm")
 # Values of scan_backend (model/backends.py chooses the scan for each); check_scan_backend is the one check.
 SCAN_BACKENDS = ("auto", "torch", "cuda")
+SUBSAMPLING_FACTORS = (2, 4)  # the front end's time subsampling (model/frontend.py)
 
 
 def check_scan_backend(name: str) -> str:
@@ -127,8 +128,8 @@ class ModelConfig:
             bad(f"conv_kernel={self.conv_kernel} must be odd for 'same' padding")
         if len(self.subsampling_channels) != 2:
             bad("subsampling_channels must hold two channel counts")
-        if self.subsampling_factor not in (2, 4):
-            bad(f"subsampling_factor={self.subsampling_factor} must be 4 or 2")
+        if self.subsampling_factor not in SUBSAMPLING_FACTORS:
+            bad(f"subsampling_factor={self.subsampling_factor}, expected one of {SUBSAMPLING_FACTORS}")
         if self.encoder == "conformer" and self.d_model % self.num_heads:
             bad(f"d_model={self.d_model} not divisible by num_heads={self.num_heads}")
         if self.encoder == "conmamba" and self.mixer == "mamba2" and self.d_inner % self.mamba2_headdim:

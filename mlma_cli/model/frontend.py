@@ -6,10 +6,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from mlma_cli.model.config import SUBSAMPLING_FACTORS
 from mlma_cli.model.masking import valid_mask, zero_padding
-
-
-SUBSAMPLING_FACTORS = (2, 4)
 
 
 def conv_out_length(lengths: torch.Tensor, stride: int = 2) -> torch.Tensor:
