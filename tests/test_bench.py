@@ -59,6 +59,21 @@ def test_model_bench_tiny_and_cli(tmp_path):
     assert json.loads(out.read_text())["rows"]
 
 
+def test_model_bench_forward_only_skips_training_runs(tmp_path):
+    """--forward-only: no forward+backward run at all (so none can shift the forward timings), forward rows kept."""
+    res = run_model_bench("tiny", seconds=(0.5,), device="cpu", repeats=1, budget_s=0.5, backward=False)
+    assert {r["variant"] for r in res["rows"]} == {"conmamba", "conformer"} and res["env"]["backward"] is False
+    assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] is None and r["fwdbwd_peak_mb"] is None for r in res["rows"])
+    assert all(q["fwd"] > 0 and q["fwdbwd"] is None for q in res["ratios"])
+    from mlma_cli.cli.main import app
+
+    out = tmp_path / "f.json"
+    r = CliRunner().invoke(app, ["bench", "model", "--size", "tiny", "--seconds", "0.5", "--device", "cpu",
+                                 "--repeats", "1", "--budget", "0.5", "--forward-only", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert all(row["fwdbwd_ms"] is None for row in json.loads(out.read_text())["rows"])
+
+
 def test_model_bench_onnx_rows():
     """--onnx adds forward-only rows of the exported models, with their own ConMamba / Conformer ratio."""
     pytest.importorskip("onnxruntime")

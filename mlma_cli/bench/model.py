@@ -183,12 +183,13 @@ def _macs_g(cfg, frames: int, batch: int) -> Optional[float]:
 
 def bench_point(variants: Sequence[str], size: str, seconds: float, device: torch.device, repeats: int = 3,
                 budget_s: float = 20.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
-                vocab_size: int = 500, amp: Optional[torch.dtype] = None, batch: int = 1) -> List[ModelBenchRow]:
+                vocab_size: int = 500, amp: Optional[torch.dtype] = None, batch: int = 1,
+                backward: bool = True) -> List[ModelBenchRow]:
     """Time every variant at one (size, length, batch) point, their repeats interleaved; one row per variant.
 
-    Forward: eval mode under torch.inference_mode(). Forward+backward: train mode. Peak memory comes from one
-    extra run per variant after the timing (the RSS sampler would disturb timed runs).
-    amp: autocast dtype (e.g. torch.bfloat16) or None.
+    Forward: eval mode under torch.inference_mode(). Forward+backward: train mode (skipped when ``backward`` is
+    False). Peak memory comes from one extra run per variant after the timing (the RSS sampler would disturb timed
+    runs). amp: autocast dtype (e.g. torch.bfloat16) or None.
     """
     frames = int(round(seconds * 100))
     models = {v: _model(v, size, str(device), scan_backend, vocab_size) for v in variants}
@@ -212,7 +213,7 @@ def bench_point(variants: Sequence[str], size: str, seconds: float, device: torc
             model.zero_grad(set_to_none=True)
         return run
 
-    for name, make, train in (("fwd", fwd, False), ("fwdbwd", fwdbwd, True)):
+    for name, make, train in (("fwd", fwd, False), ("fwdbwd", fwdbwd, True))[:2 if backward else 1]:
         fns = {}
         for v, model in models.items():
             cfg = model.config
@@ -328,11 +329,14 @@ def crossover(rows: Sequence[ModelBenchRow], a: str = "conmamba", b: str = "conf
 def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15),
                     device: str = "auto", variants: Sequence[str] = ("conmamba", "conformer"), repeats: int = 3,
                     budget_s: float = 10.0, max_attn_gb: float = 4.0, scan_backend: str = "auto",
-                    threads: Optional[int] = None, progress=None, batch: int = 1, onnx: bool = False) -> Dict:
+                    threads: Optional[int] = None, progress=None, batch: int = 1, onnx: bool = False,
+                    backward: bool = True) -> Dict:
     """Run the grid; returns {"env": ..., "rows": [...], "ratios": [...], "crossover": {...}} (JSON-ready).
 
     onnx: also export the variants (random weights, as their PyTorch rows) and time their forward pass in
-    onnxruntime on the CPU with the same thread count (rows with device ORT_DEVICE)."""
+    onnxruntime on the CPU with the same thread count (rows with device ORT_DEVICE).
+    backward: also time forward+backward (training). False times inference as a decode process sees it: with no
+    backward pass run before in the process, which shifts later forward timings by a few percent (RESULTS.md)."""
     if threads:
         torch.set_num_threads(threads)
     load_at_start = os.getloadavg()[0]  # other processes on the machine skew CPU timings
@@ -352,7 +356,7 @@ def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15
     for dev in devices:
         for s in seconds:
             for row in bench_point(variants, size, s, dev, repeats, budget_s, max_attn_gb, scan_backend,
-                                   batch=batch):
+                                   batch=batch, backward=backward):
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -372,7 +376,7 @@ def run_model_bench(size: str = "tiny", seconds: Sequence[float] = (2, 5, 10, 15
                         progress(row)
     cross = {dev: crossover([r for r in rows if r.device == dev]) for dev in dict.fromkeys(r.device for r in rows)}
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": size, "batch": batch,
-           "repeats": repeats, "loadavg_1min_at_start": load_at_start, "loadavg_1min_at_end": os.getloadavg()[0],
+           "repeats": repeats, "backward": backward, "loadavg_1min_at_start": load_at_start, "loadavg_1min_at_end": os.getloadavg()[0],
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "onnxruntime": onnxruntime.__version__ if onnx else None}
     return {"env": env, "rows": [asdict(r) for r in rows], "ratios": ratios(rows), "crossover": cross}
@@ -425,10 +429,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--variants", default="conmamba,conformer")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--onnx", action="store_true", help="also time the exported models in onnxruntime")
+    p.add_argument("--forward-only", action="store_true", help="skip the forward+backward (training) runs")
     p.add_argument("--out", default="bench_model.json")
     a = p.parse_args(argv)
     res = run_model_bench(a.size, [float(s) for s in a.seconds.split(",")], a.device, a.variants.split(","),
-                          a.repeats, threads=a.threads, batch=a.batch, onnx=a.onnx)
+                          a.repeats, threads=a.threads, batch=a.batch, onnx=a.onnx, backward=not a.forward_only)
     from rich.console import Console
 
     Console().print(render_table(res))

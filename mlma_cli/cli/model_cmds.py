@@ -141,6 +141,9 @@ def bench_model(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
     onnx: bool = typer.Option(False, "--onnx", help="Also export the models (random weights) and time their "
                               "forward pass in onnxruntime on the CPU, same threads (needs mlma[onnx])."),
+    forward_only: bool = typer.Option(False, "--forward-only", help="Skip the forward+backward (training) runs: "
+                                      "inference timed as in a decode process, where no backward pass ran before "
+                                      "(earlier backward passes shift forward timings by a few percent)."),
     out: Path = typer.Option(Path("bench_model.json"), "--output", "-o", help="JSON results."),
 ) -> None:
     """Forward and forward+backward time and peak memory, ConMamba vs Conformer, across utterance lengths."""
@@ -164,7 +167,7 @@ def bench_model(
                       f"fwd+bwd {row.fwdbwd_ms} ms {'; '.join(row.notes)}[/dim]")
 
     result = run_model_bench(size, _floats(seconds, "--seconds"), device, variants, repeats, budget, max_attn_gb,
-                             scan_backend, threads, progress, batch, onnx)
+                             scan_backend, threads, progress, batch, onnx, backward=not forward_only)
     console.print(render_table(result))
     for line in describe_crossover(result):
         console.print(line)
