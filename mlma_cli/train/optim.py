@@ -64,7 +64,6 @@ def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: Optional[int] = None) -> float:
     """Multiplier of the peak lr at optimizer step ``step`` (1-based) under ``schedule`` (one of LR_SCHEDULES)."""
     if schedule == "noam":
