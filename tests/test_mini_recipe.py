@@ -13,6 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "egs" / "mini" / "run.sh"
 WER_BAR = 35.0  # the grammar corpus (--text grammar): prefix-beam WER per language must stay below this
+REGRESSION_CER = 35.0  # the open-vocabulary main job measured 7.3-29.2% CER per language (egs/mini/RESULTS.md)
 
 
 def _run(data: Path, exp: Path) -> subprocess.CompletedProcess:
@@ -93,12 +94,13 @@ def test_mini_recipe_grammar_corpus_learns(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 13's bar is not reached yet: at the recipe's budget ConMamba-tiny's test CER is "
-                          "7.5-29% per language, <= 10% in Italian only (egs/mini/RESULTS.md)", strict=False)
 def test_mini_recipe_open_vocabulary_cer_bar(tmp_path):
-    """The main job at its default (the open-vocabulary corpus), ConMamba only (about 15-18 min on 2 idle cores, hence
+    """The main job at its default (the open-vocabulary corpus), ConMamba only (about 11 min on 2 idle cores, hence
     -m slow): on its own held-out split (new sentences, >= 20% of the word tokens never in the training text) the
-    tiny ConMamba must reach <= 10% CER in every language, and <= 20% on the held-out-word subset."""
+    tiny ConMamba must reach <= 10% CER in every language, and <= 20% on the held-out-word subset.
+
+    Issue 13's bar is not reached yet (CER 7.3-29% per language, egs/mini/RESULTS.md): the test then ends as xfail,
+    but only after the recipe ran, the split is as promised and no language regressed past REGRESSION_CER."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     data, exp = tmp_path / "data", tmp_path / "exp"
     out = subprocess.run(["bash", str(RUN), "--models", "conmamba_tiny", "--data", str(data), "--exp", str(exp)],
@@ -109,10 +111,13 @@ def test_mini_recipe_open_vocabulary_cer_bar(tmp_path):
         oov = json.loads((data / "manifests" / "synthetic" / lang / "oov.json").read_text())
         assert oov["test"]["oov_rate"] >= 20.0, (lang, oov["test"])
     rows = json.loads((exp / "conmamba_tiny" / "decode" / "scores.json").read_text())["rows"]
-    beam = {r["lang"]: r["cer"]["rate"] for r in rows
-            if r["dataset"].endswith("/test") and "prefix-beam" in r["setting"] and not r.get("subset")}
-    assert set(beam) == langs, rows[:2]
-    assert all(c <= 10.0 for c in beam.values()), beam
-    held_out = {r["lang"]: r["cer"]["rate"] for r in rows
-                if r["dataset"].endswith("/test_oov") and "prefix-beam" in r["setting"] and not r.get("subset")}
-    assert set(held_out) == langs and all(c <= 20.0 for c in held_out.values()), held_out
+    cer = {(r["dataset"].rsplit("/", 1)[1], r["lang"]): r["cer"]["rate"] for r in rows
+           if "prefix-beam" in r["setting"] and not r.get("subset")}
+    beam = {lang: c for (split, lang), c in cer.items() if split == "test"}
+    held_out = {lang: c for (split, lang), c in cer.items() if split == "test_oov"}
+    assert set(beam) == langs and set(held_out) == langs, rows[:2]
+    assert all(c <= REGRESSION_CER for c in [*beam.values(), *held_out.values()]), (beam, held_out)
+    missed = {**{f"{lang}/test": c for lang, c in beam.items() if c > 10.0},
+              **{f"{lang}/test_oov": c for lang, c in held_out.items() if c > 20.0}}
+    if missed:
+        pytest.xfail(f"issue 13's bar is not reached: prefix-beam CER % {missed}")
